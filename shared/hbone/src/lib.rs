@@ -1,0 +1,1 @@
+//! HBONE. Being implemented.

@@ -1,0 +1,1 @@
+//! Local netns cluster. Being implemented.
