@@ -4,10 +4,11 @@
 //! the file always lists a superset of what exists. Removal tolerates entries that were never
 //! created.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -20,6 +21,8 @@ use crate::netns::Netns;
 pub const STATE_DIR: &str = "/run/ambit-localnet";
 
 const FORMAT_VERSION: u32 = 1;
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Everything one cluster has created, as written to `<state dir>/<prefix>.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,36 +95,49 @@ impl ClusterState {
     }
 
     /// Writes the file for the first time; fails if it exists, which reserves the prefix.
+    ///
+    /// The content is written to a sibling first and hard-linked into place, so the name
+    /// appears atomically with complete content (a concurrent [`cleanup_stale_blocking`] never
+    /// reads a half-written file) and the link fails if the name is taken.
     pub(crate) fn create_file(&self, path: &Path) -> Result<()> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)
                 .map_err(|err| Error::io(format!("creating {}", dir.display()), err))?;
         }
-        let json = self.to_json()?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|err| match err.kind() {
-                io::ErrorKind::AlreadyExists => {
-                    Error::already_exists(format!("state file {}", path.display()))
-                }
-                _ => Error::io(format!("creating {}", path.display()), err),
-            })?;
-        file.write_all(json.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|err| Error::io(format!("writing {}", path.display()), err))
+        let tmp = self.write_sibling(path)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        linked.map_err(|err| match err.kind() {
+            io::ErrorKind::AlreadyExists => {
+                Error::already_exists(format!("state file {}", path.display()))
+            }
+            _ => Error::io(format!("creating {}", path.display()), err),
+        })
     }
 
     /// Replaces the file atomically (write a sibling, then rename over it).
     pub(crate) fn save(&self, path: &Path) -> Result<()> {
+        let tmp = self.write_sibling(path)?;
+        fs::rename(&tmp, path).map_err(|err| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!("writing {}", path.display()), err)
+        })
+    }
+
+    /// Writes the state, synced, to `<path>.tmp<pid>-<n>` and returns that path.
+    fn write_sibling(&self, path: &Path) -> Result<PathBuf> {
         let json = self.to_json()?;
         let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
+        // Unique per writer, so concurrent writers in one process never share a sibling.
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        tmp.push(format!(".tmp{}-{seq}", std::process::id()));
         let tmp = PathBuf::from(tmp);
-        fs::write(&tmp, json)
-            .and_then(|()| fs::rename(&tmp, path))
-            .map_err(|err| Error::io(format!("writing {}", path.display()), err))
+        let mut file = fs::File::create(&tmp)
+            .map_err(|err| Error::io(format!("creating {}", tmp.display()), err))?;
+        file.write_all(json.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|err| Error::io(format!("writing {}", tmp.display()), err))?;
+        Ok(tmp)
     }
 
     fn to_json(&self) -> Result<String> {
