@@ -485,9 +485,13 @@ fn checked_csr_key(
 
 fn ca_params(trust_domain: &str, common_name: &str, path_len: Option<u8>) -> CertificateParams {
     let mut params = CertificateParams::default();
+    // A random tag keeps the names of distinct CAs distinct: chain building matches issuers by
+    // name, and two roots with one name make a foreign chain look like a bad signature instead
+    // of an unknown issuer.
+    let tag: u32 = rand::random();
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, trust_domain);
-    name.push(DnType::CommonName, common_name);
+    name.push(DnType::CommonName, format!("{common_name} {tag:08x}"));
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(match path_len {
         Some(len) => BasicConstraints::Constrained(len),
