@@ -302,7 +302,10 @@ impl CertificateAuthority {
 
     /// A trust bundle holding just this CA's root.
     pub fn trust_bundle(&self) -> Result<TrustBundle, CaError> {
-        Ok(TrustBundle::new(&self.trust_domain, vec![self.root.clone()])?)
+        Ok(TrustBundle::new(
+            &self.trust_domain,
+            vec![self.root.clone()],
+        )?)
     }
 
     /// Everything needed to load this CA again with [`CertificateAuthority::from_pem`].
@@ -436,7 +439,7 @@ fn checked_csr_key(
     requested: &SpiffeId,
 ) -> Result<rcgen::SubjectPublicKeyInfo, CaError> {
     let request = match X509CertificationRequest::from_der(csr.as_ref()) {
-        Ok((rest, request)) if rest.is_empty() => request,
+        Ok(([], request)) => request,
         Ok(_) => return Err(Reason::MalformedCsr("trailing bytes".to_owned()).into()),
         Err(e) => return Err(Reason::MalformedCsr(e.to_string()).into()),
     };
@@ -576,9 +579,10 @@ fn check_signing_cert(cert: &CertificateDer<'_>, key: &KeyPair) -> Result<(), Ca
         return Err(Reason::Material("signing certificate lacks keyCertSign".to_owned()).into());
     }
     if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-        return Err(
-            Reason::Material("signing key does not match the signing certificate".to_owned()).into(),
-        );
+        return Err(Reason::Material(
+            "signing key does not match the signing certificate".to_owned(),
+        )
+        .into());
     }
     Ok(())
 }

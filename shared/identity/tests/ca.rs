@@ -1,10 +1,13 @@
 //! The CA: what issued leaves look like, loading and exporting material, and every refusal.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 
 use std::time::{Duration, SystemTime};
 
 use ambit_identity::{
-    CaMaterial, CaOptions, CertificateAuthority, CertificateIssuer, SpiffeId, Validity,
-    WorkloadKey,
+    CaMaterial, CaOptions, CertificateAuthority, CertificateIssuer, SpiffeId, Validity, WorkloadKey,
 };
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -21,7 +24,10 @@ fn ca() -> CertificateAuthority {
     CertificateAuthority::generate("cluster.local", CaOptions::default()).unwrap()
 }
 
-fn csr_with(alg: &'static rcgen::SignatureAlgorithm, sans: Vec<SanType>) -> CertificateSigningRequestDer<'static> {
+fn csr_with(
+    alg: &'static rcgen::SignatureAlgorithm,
+    sans: Vec<SanType>,
+) -> CertificateSigningRequestDer<'static> {
     let key = KeyPair::generate_for(alg).unwrap();
     let mut params = CertificateParams::default();
     params.subject_alt_names = sans;
@@ -41,13 +47,18 @@ fn issued_leaf_has_the_istio_shape() {
     let ca = ca();
     let me = id("cluster.local", "a");
     let key = WorkloadKey::generate().unwrap();
-    let chain = ca.sign_csr(&key.csr_der(&me).unwrap(), &me, 2 * HOUR).unwrap();
+    let chain = ca
+        .sign_csr(&key.csr_der(&me).unwrap(), &me, 2 * HOUR)
+        .unwrap();
     assert_eq!(chain.len(), 1, "the root signs directly, no intermediate");
     let leaf = parse(&chain[0]);
 
     assert_eq!(leaf.subject().iter().count(), 0);
     let san = leaf.subject_alternative_name().unwrap().unwrap();
-    assert!(san.critical, "SAN must be critical when the subject is empty");
+    assert!(
+        san.critical,
+        "SAN must be critical when the subject is empty"
+    );
     assert_eq!(san.value.general_names, [GeneralName::URI(&me.to_string())]);
     let eku = leaf.extended_key_usage().unwrap().unwrap().value;
     assert!(eku.server_auth && eku.client_auth);
@@ -75,7 +86,10 @@ async fn issuer_trait_uses_the_default_ttl() {
         validity.not_after.timestamp() - validity.not_before.timestamp(),
         24 * 3600 + 60
     );
-    let refused = ca.issue(&id("other.domain", "a"), key.csr_der(&me).unwrap()).await.unwrap_err();
+    let refused = ca
+        .issue(&id("other.domain", "a"), key.csr_der(&me).unwrap())
+        .await
+        .unwrap_err();
     assert!(refused.is_refused());
 }
 
@@ -95,20 +109,30 @@ fn root_is_a_ca_that_may_sign_certificates() {
 fn intermediate_is_sent_after_the_leaf_and_survives_a_reload() {
     let root_ca = ca();
     let intermediate = root_ca.new_intermediate(24 * HOUR).unwrap();
-    let cert = intermediate.issue_workload(&id("cluster.local", "a"), HOUR).unwrap();
+    let cert = intermediate
+        .issue_workload(&id("cluster.local", "a"), HOUR)
+        .unwrap();
     assert_eq!(cert.chain().len(), 2);
     let inter = parse(&cert.chain()[1]);
     assert!(inter.is_ca());
-    parse(cert.leaf()).verify_signature(Some(inter.public_key())).unwrap();
-    inter.verify_signature(Some(parse(root_ca.root()).public_key())).unwrap();
+    parse(cert.leaf())
+        .verify_signature(Some(inter.public_key()))
+        .unwrap();
+    inter
+        .verify_signature(Some(parse(root_ca.root()).public_key()))
+        .unwrap();
 
     let material = intermediate.to_material();
     let reloaded =
         CertificateAuthority::from_pem("cluster.local", &material, CaOptions::default()).unwrap();
     assert_eq!(reloaded.root(), root_ca.root());
-    let cert2 = reloaded.issue_workload(&id("cluster.local", "b"), HOUR).unwrap();
+    let cert2 = reloaded
+        .issue_workload(&id("cluster.local", "b"), HOUR)
+        .unwrap();
     assert_eq!(cert2.chain()[1], cert.chain()[1]);
-    parse(cert2.leaf()).verify_signature(Some(inter.public_key())).unwrap();
+    parse(cert2.leaf())
+        .verify_signature(Some(inter.public_key()))
+        .unwrap();
 
     // Istio's layout without cert-chain.pem: the signing certificate alone is the chain.
     let without_chain = CaMaterial {
@@ -128,9 +152,13 @@ fn generated_root_survives_a_reload() {
     assert_eq!(material.root_cert, material.signing_cert);
     let reloaded =
         CertificateAuthority::from_pem("cluster.local", &material, CaOptions::default()).unwrap();
-    let cert = reloaded.issue_workload(&id("cluster.local", "a"), HOUR).unwrap();
+    let cert = reloaded
+        .issue_workload(&id("cluster.local", "a"), HOUR)
+        .unwrap();
     assert_eq!(cert.chain().len(), 1);
-    parse(cert.leaf()).verify_signature(Some(parse(ca.root()).public_key())).unwrap();
+    parse(cert.leaf())
+        .verify_signature(Some(parse(ca.root()).public_key()))
+        .unwrap();
 }
 
 #[test]
@@ -139,13 +167,15 @@ fn material_that_does_not_fit_together_is_refused() {
     let two = ca();
     let mut mixed = one.to_material();
     mixed.signing_key = two.to_material().signing_key;
-    let err = CertificateAuthority::from_pem("cluster.local", &mixed, CaOptions::default()).unwrap_err();
+    let err =
+        CertificateAuthority::from_pem("cluster.local", &mixed, CaOptions::default()).unwrap_err();
     assert!(err.is_bad_material(), "{err}");
 
     // An intermediate of another root.
     let mut foreign = one.new_intermediate(HOUR).unwrap().to_material();
     foreign.root_cert = two.root_pem();
-    let err = CertificateAuthority::from_pem("cluster.local", &foreign, CaOptions::default()).unwrap_err();
+    let err = CertificateAuthority::from_pem("cluster.local", &foreign, CaOptions::default())
+        .unwrap_err();
     assert!(err.is_bad_material(), "{err}");
 
     // A workload leaf is no signing certificate.
@@ -156,7 +186,8 @@ fn material_that_does_not_fit_together_is_refused() {
         signing_key: one.to_material().signing_key,
         cert_chain: None,
     };
-    let err = CertificateAuthority::from_pem("cluster.local", &as_signer, CaOptions::default()).unwrap_err();
+    let err = CertificateAuthority::from_pem("cluster.local", &as_signer, CaOptions::default())
+        .unwrap_err();
     assert!(err.is_bad_material(), "{err}");
 }
 
@@ -170,7 +201,9 @@ fn refuses_a_csr_whose_signature_does_not_verify() {
     let err = ca().sign_csr(&bytes.into(), &me, HOUR).unwrap_err();
     assert!(err.is_bad_csr_signature(), "{err}");
 
-    let err = ca().sign_csr(&vec![0x30, 0x03, 1, 2, 3].into(), &me, HOUR).unwrap_err();
+    let err = ca()
+        .sign_csr(&vec![0x30, 0x03, 1, 2, 3].into(), &me, HOUR)
+        .unwrap_err();
     assert!(err.is_malformed_csr(), "{err}");
 }
 
@@ -188,12 +221,18 @@ fn refuses_any_san_but_the_requested_identity() {
     let me = id("cluster.local", "a");
     let extra_dns = csr_with(
         &rcgen::PKCS_ECDSA_P256_SHA256,
-        vec![uri(&me), SanType::DnsName("evil.example".try_into().unwrap())],
+        vec![
+            uri(&me),
+            SanType::DnsName("evil.example".try_into().unwrap()),
+        ],
     );
     let err = ca.sign_csr(&extra_dns, &me, HOUR).unwrap_err();
     assert!(err.is_unexpected_san(), "{err}");
 
-    let other_id = csr_with(&rcgen::PKCS_ECDSA_P256_SHA256, vec![uri(&id("cluster.local", "admin"))]);
+    let other_id = csr_with(
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        vec![uri(&id("cluster.local", "admin"))],
+    );
     let err = ca.sign_csr(&other_id, &me, HOUR).unwrap_err();
     assert!(err.is_unexpected_san(), "{err}");
 
@@ -222,19 +261,39 @@ fn refuses_a_zero_or_too_long_ttl() {
     let ca = CertificateAuthority::generate("cluster.local", options).unwrap();
     let me = id("cluster.local", "a");
     let csr = WorkloadKey::generate().unwrap().csr_der(&me).unwrap();
-    assert!(ca.sign_csr(&csr, &me, Duration::ZERO).unwrap_err().is_bad_lifetime());
-    assert!(ca.sign_csr(&csr, &me, 49 * HOUR).unwrap_err().is_bad_lifetime());
+    assert!(
+        ca.sign_csr(&csr, &me, Duration::ZERO)
+            .unwrap_err()
+            .is_bad_lifetime()
+    );
+    assert!(
+        ca.sign_csr(&csr, &me, 49 * HOUR)
+            .unwrap_err()
+            .is_bad_lifetime()
+    );
     ca.sign_csr(&csr, &me, 48 * HOUR).unwrap();
     let now = SystemTime::now();
-    let backwards = Validity { not_before: now, not_after: now - HOUR };
-    assert!(ca.sign_csr_with_validity(&csr, &me, backwards).unwrap_err().is_bad_lifetime());
+    let backwards = Validity {
+        not_before: now,
+        not_after: now - HOUR,
+    };
+    assert!(
+        ca.sign_csr_with_validity(&csr, &me, backwards)
+            .unwrap_err()
+            .is_bad_lifetime()
+    );
 }
 
 #[test]
 fn explicit_validity_makes_expired_certificates() {
     let now = SystemTime::now();
-    let past = Validity { not_before: now - 3 * HOUR, not_after: now - HOUR };
-    let cert = ca().issue_workload_with_validity(&id("cluster.local", "a"), past).unwrap();
+    let past = Validity {
+        not_before: now - 3 * HOUR,
+        not_after: now - HOUR,
+    };
+    let cert = ca()
+        .issue_workload_with_validity(&id("cluster.local", "a"), past)
+        .unwrap();
     assert!(!cert.is_valid_at(now));
     assert!(cert.is_valid_at(now - 2 * HOUR));
 }

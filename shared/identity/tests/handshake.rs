@@ -1,5 +1,9 @@
 //! Real TLS handshakes over loopback TCP with the HBONE configs: identities seen on both sides,
 //! each kind of verification failure classified on the verifying side, and rotation.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers fail the test by panicking"
+)]
 
 use std::io;
 use std::sync::Arc;
@@ -170,11 +174,15 @@ async fn mutual_handshake_shows_each_side_the_other_identity() {
     let conn = tls.get_ref().1;
     assert_eq!(peer_identity(conn).unwrap(), server_id);
     assert_eq!(conn.alpn_protocol(), Some(ALPN_H2));
-    assert_eq!(conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     let suite = conn.negotiated_cipher_suite().unwrap().suite();
     assert!(matches!(
         suite,
-        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+        rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+            | rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
     ));
     assert_eq!(server.next_outcome().await.unwrap(), client_id);
 }
@@ -212,13 +220,21 @@ async fn client_of_another_trust_domain_is_rejected_even_if_its_root_is_trusted(
     let (server, _) = handshake(
         fixed(home.issue_workload(&server_id, HOUR).unwrap()),
         &bundle,
-        fixed(other.issue_workload(&id("other.domain", "client"), HOUR).unwrap()),
+        fixed(
+            other
+                .issue_workload(&id("other.domain", "client"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
         vec![server_id],
     )
     .await;
     let err = server.unwrap_err();
-    assert_eq!(failure(&err), Some(VerificationFailure::WrongTrustDomain), "{err}");
+    assert_eq!(
+        failure(&err),
+        Some(VerificationFailure::WrongTrustDomain),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -234,13 +250,20 @@ async fn server_of_another_trust_domain_is_rejected_even_if_expected() {
     let (_, client) = handshake(
         fixed(other.issue_workload(&foreign_server, HOUR).unwrap()),
         &other.trust_bundle().unwrap(),
-        fixed(home.issue_workload(&id("cluster.local", "client"), HOUR).unwrap()),
+        fixed(
+            home.issue_workload(&id("cluster.local", "client"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
         vec![foreign_server],
     )
     .await;
     let err = client.unwrap_err();
-    assert_eq!(failure(&err), Some(VerificationFailure::WrongTrustDomain), "{err}");
+    assert_eq!(
+        failure(&err),
+        Some(VerificationFailure::WrongTrustDomain),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -253,24 +276,39 @@ async fn certificates_from_a_foreign_root_are_unknown_issuers_on_both_sides() {
     let (server, _) = handshake(
         fixed(home.issue_workload(&server_id, HOUR).unwrap()),
         &bundle,
-        fixed(stranger.issue_workload(&id("cluster.local", "client"), HOUR).unwrap()),
+        fixed(
+            stranger
+                .issue_workload(&id("cluster.local", "client"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
         vec![server_id.clone()],
     )
     .await;
     let err = server.unwrap_err();
-    assert_eq!(failure(&err), Some(VerificationFailure::UnknownIssuer), "{err}");
+    assert_eq!(
+        failure(&err),
+        Some(VerificationFailure::UnknownIssuer),
+        "{err}"
+    );
 
     let (_, client) = handshake(
         fixed(stranger.issue_workload(&server_id, HOUR).unwrap()),
         &stranger.trust_bundle().unwrap(),
-        fixed(home.issue_workload(&id("cluster.local", "client"), HOUR).unwrap()),
+        fixed(
+            home.issue_workload(&id("cluster.local", "client"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
         vec![server_id],
     )
     .await;
     let err = client.unwrap_err();
-    assert_eq!(failure(&err), Some(VerificationFailure::UnknownIssuer), "{err}");
+    assert_eq!(
+        failure(&err),
+        Some(VerificationFailure::UnknownIssuer),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -307,15 +345,28 @@ async fn server_with_an_unexpected_identity_is_rejected() {
     let ca = ca("cluster.local");
     let bundle = ca.trust_bundle().unwrap();
     let (_, client) = handshake(
-        fixed(ca.issue_workload(&id("cluster.local", "impostor"), HOUR).unwrap()),
+        fixed(
+            ca.issue_workload(&id("cluster.local", "impostor"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
-        fixed(ca.issue_workload(&id("cluster.local", "client"), HOUR).unwrap()),
+        fixed(
+            ca.issue_workload(&id("cluster.local", "client"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
-        vec![id("cluster.local", "server"), id("cluster.local", "server-2")],
+        vec![
+            id("cluster.local", "server"),
+            id("cluster.local", "server-2"),
+        ],
     )
     .await;
     let err = client.unwrap_err();
-    assert_eq!(failure(&err), Some(VerificationFailure::UnexpectedIdentity), "{err}");
+    assert_eq!(
+        failure(&err),
+        Some(VerificationFailure::UnexpectedIdentity),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -332,7 +383,11 @@ async fn client_without_a_certificate_is_rejected() {
     )
     .await;
     let err = server.unwrap_err();
-    assert_eq!(failure(&err), Some(VerificationFailure::NoClientCertificate), "{err}");
+    assert_eq!(
+        failure(&err),
+        Some(VerificationFailure::NoClientCertificate),
+        "{err}"
+    );
     // The client only hears an alert: that is not its own verification failure.
     let err = client.unwrap_err();
     assert_eq!(failure(&err), None, "{err}");
@@ -347,7 +402,10 @@ async fn rotated_server_certificate_is_used_by_the_next_handshake_only() {
     let source = Arc::new(Rotating(ArcSwap::new(first.clone())));
     let mut server = Server::start(server_config(source.clone(), &bundle).unwrap()).await;
     let client = client_config(
-        fixed(ca.issue_workload(&id("cluster.local", "client"), HOUR).unwrap()),
+        fixed(
+            ca.issue_workload(&id("cluster.local", "client"), HOUR)
+                .unwrap(),
+        ),
         &bundle,
         vec![server_id],
     )
@@ -355,10 +413,14 @@ async fn rotated_server_certificate_is_used_by_the_next_handshake_only() {
 
     let mut before = connect(client.clone(), server.addr).await.unwrap();
     server.next_outcome().await.unwrap();
-    let leaf_of = |tls: &TlsStream<TcpStream>| tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let leaf_of =
+        |tls: &TlsStream<TcpStream>| tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     assert_eq!(leaf_of(&before), *first.leaf());
 
-    let second = Arc::new(ca.issue_workload(&id("cluster.local", "server"), HOUR).unwrap());
+    let second = Arc::new(
+        ca.issue_workload(&id("cluster.local", "server"), HOUR)
+            .unwrap(),
+    );
     source.0.store(second.clone());
     let after = connect(client, server.addr).await.unwrap();
     server.next_outcome().await.unwrap();
@@ -381,7 +443,10 @@ fn provider_offers_only_tls13_aes_gcm_and_two_groups() {
         ]
     );
     let groups: Vec<_> = provider.kx_groups.iter().map(|g| g.name()).collect();
-    assert_eq!(groups, [rustls::NamedGroup::X25519, rustls::NamedGroup::secp256r1]);
+    assert_eq!(
+        groups,
+        [rustls::NamedGroup::X25519, rustls::NamedGroup::secp256r1]
+    );
 }
 
 #[test]
@@ -395,12 +460,18 @@ fn classification_ignores_unrelated_errors_and_sees_through_io_errors() {
     );
     assert_eq!(failure(&wrapped), Some(VerificationFailure::UnknownIssuer));
     let bad_sig = rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature);
-    assert_eq!(verification_failure(&bad_sig), Some(VerificationFailure::Other));
+    assert_eq!(
+        verification_failure(&bad_sig),
+        Some(VerificationFailure::Other)
+    );
 }
 
 #[test]
 fn client_config_needs_an_expected_identity() {
     let ca = ca("cluster.local");
-    let cert = fixed(ca.issue_workload(&id("cluster.local", "client"), HOUR).unwrap());
+    let cert = fixed(
+        ca.issue_workload(&id("cluster.local", "client"), HOUR)
+            .unwrap(),
+    );
     assert!(client_config(cert, &ca.trust_bundle().unwrap(), vec![]).is_err());
 }

@@ -41,7 +41,11 @@ fn csr_asks_for_exactly_the_spiffe_id_with_an_empty_subject() {
         .flat_map(|san| san.general_names.iter().map(|n| n.to_string()))
         .collect();
     assert_eq!(sans, ["URI(spiffe://cluster.local/ns/default/sa/a)"]);
-    assert!(key.csr_pem(&id("a")).unwrap().starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+    assert!(
+        key.csr_pem(&id("a"))
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+    );
     assert!(format!("{key:?}").find("BEGIN").is_none());
 }
 
@@ -50,7 +54,11 @@ fn workload_certificate_round_trips_through_pem() {
     let ca = CertificateAuthority::generate("cluster.local", CaOptions::default()).unwrap();
     let key = WorkloadKey::generate().unwrap();
     let chain = ca
-        .sign_csr(&key.csr_der(&id("a")).unwrap(), &id("a"), Duration::from_secs(3600))
+        .sign_csr(
+            &key.csr_der(&id("a")).unwrap(),
+            &id("a"),
+            Duration::from_secs(3600),
+        )
         .unwrap();
     let cert = WorkloadCertificate::from_pem(&certificates_to_pem(&chain), &key.private_key_pem())
         .unwrap();
@@ -111,7 +119,8 @@ fn for_identity_checks_the_identity() {
     let (pem, key) = self_signed(vec![uri("spiffe://cluster.local/ns/default/sa/a")]);
     let chain = certificates_from_pem(&pem).unwrap();
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let err = WorkloadCertificate::for_identity(&id("b"), chain.clone(), key.clone_key()).unwrap_err();
+    let err =
+        WorkloadCertificate::for_identity(&id("b"), chain.clone(), key.clone_key()).unwrap_err();
     assert!(matches!(err, CertificateError::IdentityMismatch { .. }));
     WorkloadCertificate::for_identity(&id("a"), chain, key).unwrap();
 }
