@@ -66,7 +66,13 @@ impl Server {
                 tokio::spawn(async move {
                     match acceptor.accept(tcp).await {
                         Ok(mut tls) => {
-                            let _ = report.send(Ok(peer_identity(tls.get_ref().1).unwrap()));
+                            let conn = tls.get_ref().1;
+                            // HBONE clients send no SNI; a name here would be a config bug.
+                            let outcome = match conn.server_name() {
+                                None => Ok(peer_identity(conn).unwrap()),
+                                Some(name) => Err(io::Error::other(format!("SNI sent: {name}"))),
+                            };
+                            let _ = report.send(outcome);
                             let mut buf = [0u8; 64];
                             while let Ok(n @ 1..) = tls.read(&mut buf).await {
                                 if tls.write_all(&buf[..n]).await.is_err() {
@@ -199,6 +205,26 @@ async fn store_handles_serve_both_sides() {
         Arc::new(store.source(&server_id).unwrap()),
         &bundle,
         Arc::new(store.source(&client_id).unwrap()),
+        &bundle,
+        vec![server_id.clone()],
+    )
+    .await;
+    assert_eq!(server.unwrap(), client_id);
+    assert_eq!(client.unwrap(), server_id);
+}
+
+#[tokio::test]
+async fn chains_through_an_intermediate_verify_against_the_root() {
+    let root = ca("cluster.local");
+    let intermediate = root.new_intermediate(HOUR).unwrap();
+    let bundle = root.trust_bundle().unwrap();
+    let (server_id, client_id) = (id("cluster.local", "server"), id("cluster.local", "client"));
+    let server_cert = intermediate.issue_workload(&server_id, HOUR).unwrap();
+    assert_eq!(server_cert.chain().len(), 2);
+    let (server, client) = handshake(
+        fixed(server_cert),
+        &bundle,
+        fixed(intermediate.issue_workload(&client_id, HOUR).unwrap()),
         &bundle,
         vec![server_id.clone()],
     )
