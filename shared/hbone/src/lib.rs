@@ -31,6 +31,8 @@ mod server;
 mod settings;
 mod stream;
 
+/// Re-exported: what [`ConnectError::verification_failure`] returns.
+pub use ambit_identity::tls::VerificationFailure;
 pub use authority::{AuthorityError, Target};
 pub use copy::{ByteCounters, Transferred, copy_bidirectional};
 pub use drain::{Drain, DrainSignal};

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use ambit_identity::SpiffeId;
+use ambit_identity::tls::VerificationFailure;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong};
@@ -166,6 +167,25 @@ enum Acquired {
     Stream(SendRequest<Bytes>, StreamSlot),
     Wait(watch::Receiver<HandshakeState>),
     Handshake(HandshakeGuard),
+}
+
+impl<F> ClientTlsProvider for F
+where
+    F: Fn(
+            &SpiffeId,
+            &[SpiffeId],
+        ) -> Result<Arc<rustls::ClientConfig>, Box<dyn StdError + Send + Sync>>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn client_config(
+        &self,
+        source: &SpiffeId,
+        expected: &[SpiffeId],
+    ) -> Result<Arc<rustls::ClientConfig>, Box<dyn StdError + Send + Sync>> {
+        self(source, expected)
+    }
 }
 
 impl Default for PoolConfig {
@@ -557,6 +577,18 @@ impl ConnectError {
     /// Nothing came back within the connect timeout.
     pub fn is_timeout(&self) -> bool {
         matches!(&*self.kind, ErrorKind::Timeout(_))
+    }
+
+    /// Why our verification of the server's certificate failed (wrong trust domain, unknown
+    /// issuer, expired, unexpected identity, …). `None` for other failures, including the
+    /// server refusing *our* certificate, which shows as [`ConnectError::is_tls`] only.
+    pub fn verification_failure(&self) -> Option<VerificationFailure> {
+        let error: &(dyn StdError + 'static) = match &*self.kind {
+            ErrorKind::Tls { error, .. } => error,
+            ErrorKind::H2 { error, .. } => error.get_io()?,
+            _ => return None,
+        };
+        ambit_identity::tls::verification_failure(error)
     }
 
     /// The status of a non-`200` answer from the server (`401`, `503`, …).
