@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ambit_hbone::{
@@ -143,7 +143,8 @@ impl CertificateSource for RotatingCert {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub accepted: Arc<AtomicUsize>,
-    pub drain: Drain,
+    /// The drain handed to connections accepted from now on.
+    connection_drain: Arc<Mutex<Drain>>,
     task: JoinHandle<()>,
 }
 
@@ -157,19 +158,15 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let server = Server::new(tls, handler, config);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let drain = Drain::new();
-        let signal = drain.signal();
+        let connection_drain = Arc::new(Mutex::new(Drain::new()));
         let counter = accepted.clone();
+        let drains = connection_drain.clone();
         let task = tokio::spawn(async move {
-            let mut stop = signal.clone();
             loop {
-                let (tcp, _) = tokio::select! {
-                    () = stop.draining() => return,
-                    accepted = listener.accept() => accepted.unwrap(),
-                };
+                let (tcp, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
                 let server = server.clone();
-                let signal = signal.clone();
+                let signal = drains.lock().unwrap().signal();
                 tokio::spawn(async move {
                     let _ = server.serve_connection(tcp, signal).await;
                 });
@@ -178,9 +175,15 @@ impl TestServer {
         Self {
             addr,
             accepted,
-            drain,
+            connection_drain,
             task,
         }
+    }
+
+    /// Drains (GOAWAY) every connection accepted so far; later ones are not affected.
+    pub fn drain_connections(&self) {
+        let old = std::mem::take(&mut *self.connection_drain.lock().unwrap());
+        old.start();
     }
 
     pub fn connections(&self) -> usize {
@@ -268,4 +271,60 @@ pub async fn echo_round_trip(stream: &mut HboneStream, data: &[u8]) -> Vec<u8> {
 /// Deterministic, non-repeating test payload.
 pub fn payload(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// A TCP relay in front of a server that can be frozen: it then stops forwarding in both
+/// directions without closing anything, like a peer that hangs.
+pub struct FreezableRelay {
+    pub addr: SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezableRelay {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let frozen_rx = frozen.subscribe();
+        tokio::spawn(async move {
+            while let Ok((downstream, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (down_read, down_write) = downstream.into_split();
+                let (up_read, up_write) = upstream.into_split();
+                tokio::spawn(relay(down_read, up_write, frozen_rx.clone()));
+                tokio::spawn(relay(up_read, down_write, frozen_rx.clone()));
+            }
+        });
+        Self { addr, frozen }
+    }
+
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = async { frozen.wait_for(|f| *f).await.map(|_| ()) } => {
+                // Hold both sockets open forever, forwarding nothing.
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
