@@ -302,7 +302,10 @@ impl CertificateAuthority {
 
     /// A trust bundle holding just this CA's root.
     pub fn trust_bundle(&self) -> Result<TrustBundle, CaError> {
-        Ok(TrustBundle::new(&self.trust_domain, vec![self.root.clone()])?)
+        Ok(TrustBundle::new(
+            &self.trust_domain,
+            vec![self.root.clone()],
+        )?)
     }
 
     /// Everything needed to load this CA again with [`CertificateAuthority::from_pem`].
@@ -436,7 +439,7 @@ fn checked_csr_key(
     requested: &SpiffeId,
 ) -> Result<rcgen::SubjectPublicKeyInfo, CaError> {
     let request = match X509CertificationRequest::from_der(csr.as_ref()) {
-        Ok((rest, request)) if rest.is_empty() => request,
+        Ok(([], request)) => request,
         Ok(_) => return Err(Reason::MalformedCsr("trailing bytes".to_owned()).into()),
         Err(e) => return Err(Reason::MalformedCsr(e.to_string()).into()),
     };
@@ -485,9 +488,13 @@ fn checked_csr_key(
 
 fn ca_params(trust_domain: &str, common_name: &str, path_len: Option<u8>) -> CertificateParams {
     let mut params = CertificateParams::default();
+    // A random tag keeps the names of distinct CAs distinct: chain building matches issuers by
+    // name, and two roots with one name make a foreign chain look like a bad signature instead
+    // of an unknown issuer.
+    let tag: u32 = rand::random();
     let mut name = DistinguishedName::new();
     name.push(DnType::OrganizationName, trust_domain);
-    name.push(DnType::CommonName, common_name);
+    name.push(DnType::CommonName, format!("{common_name} {tag:08x}"));
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(match path_len {
         Some(len) => BasicConstraints::Constrained(len),
@@ -572,9 +579,10 @@ fn check_signing_cert(cert: &CertificateDer<'_>, key: &KeyPair) -> Result<(), Ca
         return Err(Reason::Material("signing certificate lacks keyCertSign".to_owned()).into());
     }
     if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
-        return Err(
-            Reason::Material("signing key does not match the signing certificate".to_owned()).into(),
-        );
+        return Err(Reason::Material(
+            "signing key does not match the signing certificate".to_owned(),
+        )
+        .into());
     }
     Ok(())
 }

@@ -134,8 +134,9 @@ impl WorkloadCertificate {
                 unix_seconds(validity.not_after.timestamp()),
             )
         };
-        let certified_key = CertifiedKey::from_der(chain.clone(), key.clone_key(), &crypto_provider())
-            .map_err(CertificateError::Key)?;
+        let certified_key =
+            CertifiedKey::from_der(chain.clone(), key.clone_key(), &crypto_provider())
+                .map_err(CertificateError::Key)?;
         // `from_der` tolerates keys whose public half it cannot compute; we never want those.
         certified_key.keys_match().map_err(CertificateError::Key)?;
         Ok(Self {
@@ -167,7 +168,8 @@ impl WorkloadCertificate {
     /// Loads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, SEC1 or PKCS#1).
     pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Self, CertificateError> {
         let chain = certificates_from_pem(chain_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem_error("private key"))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(pem_error("private key"))?;
         Self::new(chain, key)
     }
 
@@ -282,7 +284,13 @@ impl TrustBundle {
     /// bundle's own trust domain stays the one peers must belong to).
     pub fn with_roots_of(&self, other: &TrustBundle) -> Result<Self, CertificateError> {
         let mut roots = self.roots.clone();
-        roots.extend(other.roots.iter().filter(|r| !self.roots.contains(r)).cloned());
+        roots.extend(
+            other
+                .roots
+                .iter()
+                .filter(|r| !self.roots.contains(r))
+                .cloned(),
+        );
         Self::new(&self.trust_domain, roots)
     }
 
@@ -324,7 +332,7 @@ pub(crate) fn parse_certificate<'a>(
     der: &'a CertificateDer<'_>,
 ) -> Result<X509Certificate<'a>, CertificateError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(CertificateError::Malformed("trailing bytes".to_owned())),
         Err(e) => Err(CertificateError::Malformed(e.to_string())),
     }

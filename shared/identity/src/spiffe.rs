@@ -242,7 +242,8 @@ mod tests {
     #[test]
     fn rejects_malformed_ids_with_a_specific_error() {
         use SpiffeIdError as E;
-        let cases: &[(&str, fn(&SpiffeIdError) -> bool)] = &[
+        type Check = fn(&SpiffeIdError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, E::Empty)),
             ("http://cluster.local/ns/a/sa/b", |e| {
                 matches!(e, E::MissingScheme)

@@ -378,7 +378,9 @@ impl Actor {
         tracked.renew_seq = None;
         let issuer = self.issuer.clone();
         let id = id.clone();
-        let task = self.requests.spawn(async move { request(issuer, id).await });
+        let task = self
+            .requests
+            .spawn(async move { request(issuer, id).await });
         self.request_ids.insert(task.id(), tracked.slot.clone());
     }
 
@@ -401,7 +403,10 @@ impl Actor {
                 tracked.failures = 0;
                 let wall_now = SystemTime::now();
                 let renew_in = renew_delay(&cert, &self.options, wall_now);
-                let expire_in = cert.not_after().duration_since(wall_now).unwrap_or_default();
+                let expire_in = cert
+                    .not_after()
+                    .duration_since(wall_now)
+                    .unwrap_or_default();
                 tracing::info!(%id, not_after = ?cert.not_after(), ?renew_in, "certificate issued");
                 slot.current.store(Some(Arc::new(cert)));
                 slot.status.send_replace(Status::Ready);
@@ -489,7 +494,11 @@ async fn request(
 
 /// Time from `now` until the certificate should be renewed: the configured fraction of its
 /// lifetime, jittered, counted from `not_before`.
-fn renew_delay(cert: &WorkloadCertificate, options: &CertStoreOptions, now: SystemTime) -> Duration {
+fn renew_delay(
+    cert: &WorkloadCertificate,
+    options: &CertStoreOptions,
+    now: SystemTime,
+) -> Duration {
     let jitter = options.renew_jitter.abs();
     let fraction = (options.renew_at + rand::random_range(-jitter..=jitter)).clamp(0.0, 1.0);
     let renew_at = cert.not_before() + cert.lifetime().mul_f64(fraction);

@@ -17,7 +17,9 @@ use rustls::sign::CertifiedKey;
 use rustls::{SignatureScheme, version};
 
 use crate::SpiffeId;
-use crate::cert::{CertificateError, TrustBundle, WorkloadCertificate, parse_certificate, spiffe_id_of};
+use crate::cert::{
+    CertificateError, TrustBundle, WorkloadCertificate, parse_certificate, spiffe_id_of,
+};
 
 mod verify;
 

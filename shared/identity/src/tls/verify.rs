@@ -9,8 +9,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
-    CertificateError as TlsCertificateError, DigitallySignedStruct, DistinguishedName,
-    OtherError, RootCertStore, SignatureScheme,
+    CertificateError as TlsCertificateError, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, SignatureScheme,
 };
 
 use crate::SpiffeId;
@@ -245,7 +245,10 @@ pub fn verification_failure(err: &(dyn StdError + 'static)) -> Option<Verificati
             return Some(rejection.failure());
         }
         // io::Error::source() skips the wrapped error itself, so step into it explicitly.
-        current = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        current = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn StdError + 'static)),
             None => err.source(),
         };
