@@ -22,7 +22,9 @@ use h2::client::SendRequest;
 use h2::{Ping, PingPong};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::TlsConnector;
@@ -381,6 +383,13 @@ impl Pool {
             .connect(server_name, tcp)
             .await
             .map_err(|error| ErrorKind::Tls { addr, error })?;
+        // h2 keeps only the kind and text of I/O errors; record the rustls error itself so a
+        // TLS alert arriving after the handshake can still be classified.
+        let tls_failure = Arc::new(Mutex::new(None));
+        let tls = RecordTlsErrors {
+            inner: tls,
+            failure: tls_failure.clone(),
+        };
         let (send, connection) = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
@@ -406,7 +415,20 @@ impl Pool {
         ));
         match ready_rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(h2_error(addr, error)),
+            Ok(Err(error)) => {
+                let recorded = tls_failure
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take();
+                return Err(match recorded {
+                    Some(tls) => ErrorKind::Tls {
+                        addr,
+                        error: io::Error::new(io::ErrorKind::InvalidData, tls),
+                    }
+                    .into(),
+                    None => h2_error(addr, error),
+                });
+            }
             Err(_) => {
                 return Err(ErrorKind::H2 {
                     addr,
@@ -562,11 +584,7 @@ impl ConnectError {
     /// The TLS handshake failed, the peer's certificate was refused (by us or by it), or no
     /// TLS configuration could be made.
     pub fn is_tls(&self) -> bool {
-        match &*self.kind {
-            ErrorKind::TlsConfig(_) | ErrorKind::Tls { .. } => true,
-            ErrorKind::H2 { error, .. } => error.get_io().is_some_and(is_rustls_error),
-            _ => false,
-        }
+        matches!(&*self.kind, ErrorKind::TlsConfig(_) | ErrorKind::Tls { .. })
     }
 
     /// The TCP connection to the next hop could not be made.
@@ -583,12 +601,10 @@ impl ConnectError {
     /// issuer, expired, unexpected identity, …). `None` for other failures, including the
     /// server refusing *our* certificate, which shows as [`ConnectError::is_tls`] only.
     pub fn verification_failure(&self) -> Option<VerificationFailure> {
-        let error: &(dyn StdError + 'static) = match &*self.kind {
-            ErrorKind::Tls { error, .. } => error,
-            ErrorKind::H2 { error, .. } => error.get_io()?,
-            _ => return None,
-        };
-        ambit_identity::tls::verification_failure(error)
+        match &*self.kind {
+            ErrorKind::Tls { error, .. } => ambit_identity::tls::verification_failure(error),
+            _ => None,
+        }
     }
 
     /// The status of a non-`200` answer from the server (`401`, `503`, …).
@@ -749,10 +765,72 @@ async fn run_connection<T>(
     }
 }
 
-fn is_rustls_error(error: &io::Error) -> bool {
-    error
-        .get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+/// Passes I/O through, keeping the first rustls error seen.
+struct RecordTlsErrors<T> {
+    inner: T,
+    failure: Arc<Mutex<Option<rustls::Error>>>,
+}
+
+impl<T> RecordTlsErrors<T> {
+    fn record<R>(&self, result: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if let Poll::Ready(Err(error)) = &result
+            && let Some(tls) = error
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            let mut failure = self
+                .failure
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            failure.get_or_insert_with(|| tls.clone());
+        }
+        result
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for RecordTlsErrors<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.record(result)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for RecordTlsErrors<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.record(result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.record(result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.record(result)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.record(result)
+    }
 }
 
 fn h2_error(addr: SocketAddr, error: h2::Error) -> ConnectError {

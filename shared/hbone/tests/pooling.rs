@@ -1,4 +1,6 @@
 //! Connection reuse, stream limits, drain/GOAWAY, idle release, keepalive and connect errors.
+// Helpers outside `#[test]` functions fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -1,4 +1,6 @@
 //! Bytes and headers through pool → mutual TLS → server → handler, and half-close both ways.
+// Helpers outside `#[test]` functions fail the test by panicking, like the tests themselves.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

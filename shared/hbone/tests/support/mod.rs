@@ -1,6 +1,7 @@
 //! Shared fixtures for the integration tests: a test CA, TLS configs, an HBONE server on an
 //! ephemeral port that counts its TCP connections, and an echo handler.
-#![allow(dead_code, unreachable_pub)]
+// Test fixtures: each test binary uses a different subset, and a failed setup should panic.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::error::Error as StdError;
 use std::future::Future;
