@@ -319,3 +319,46 @@ async fn connect_errors_are_classified() {
     assert!(!err.is_connect() && !err.is_tls());
     assert_eq!(pool.connection_count(), 0);
 }
+
+#[tokio::test]
+async fn serve_stops_accepting_on_drain_and_waits_for_open_streams() {
+    let mesh = Mesh::new("cluster.local");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = ambit_hbone::Server::new(
+        mesh.server_tls(&server_id()),
+        echo_handler(),
+        ServerConfig::default(),
+    );
+    let drain = ambit_hbone::Drain::new();
+    let signal = drain.signal();
+    let serving = tokio::spawn(async move { server.serve(listener, signal).await });
+    let pool = mesh.pool(&mesh.bundle, PoolConfig::default());
+    let request = || {
+        ambit_hbone::ConnectRequest::new(
+            client_id(),
+            vec![server_id()],
+            addr,
+            "10.0.0.1:80".parse().unwrap(),
+        )
+    };
+
+    let mut open = within(pool.connect(request())).await.unwrap();
+    drain.start();
+    // Once the GOAWAY is in, the next stream needs a new connection, and nobody accepts it.
+    let err = within(async {
+        loop {
+            match pool.connect(request()).await {
+                Ok(mut stream) => assert_eq!(echo_round_trip(&mut stream, b"x").await, b"x"),
+                Err(err) => break err,
+            }
+        }
+    })
+    .await;
+    assert!(err.is_connect(), "{err}");
+    assert!(!serving.is_finished(), "serve waits for the open stream");
+    let data = payload(100_000);
+    assert_eq!(echo_round_trip(&mut open, &data).await, data);
+    drop(open);
+    within(serving).await.unwrap();
+}
