@@ -175,10 +175,12 @@ async fn writing_after_shutdown_fails_and_shutdown_is_idempotent() {
 
 #[tokio::test]
 async fn a_peer_that_stops_answering_pings_is_dropped() {
-    let mut config = ServerConfig::default();
-    config.keepalive = Keepalive {
-        interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(100),
+    let config = ServerConfig {
+        keepalive: Keepalive {
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(100),
+        },
+        ..ServerConfig::default()
     };
     let (handler, _accepted) = handing_over();
     let (mut io, server) = serve(handler, config);
