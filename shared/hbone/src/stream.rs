@@ -15,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Reads return the peer's DATA frames and end (EOF) at the peer's END_STREAM; writes become
 /// DATA frames within the peer's flow-control window; [`AsyncWrite::poll_shutdown`] sends an
 /// empty DATA frame with END_STREAM, half-closing the stream. A reset stream surfaces as an
-/// I/O error. Dropping the stream before both directions ended resets it.
+/// I/O error (`ConnectionReset`; on reads, a reset with NO_ERROR — the peer is done and
+/// wants nothing more — reads as EOF, and on writes it is `BrokenPipe`). Dropping the stream
+/// before both directions ended resets it.
 pub struct HboneStream {
     send: SendStream<Bytes>,
     recv: RecvStream,
