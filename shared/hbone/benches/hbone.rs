@@ -382,12 +382,8 @@ fn print_table(rows: &[(&str, Figures)], plan: &Plan) {
         plan.round_trips
     );
     println!();
-    println!(
-        "| path   | throughput MiB/s | × direct | p50 µs | × direct | p99 µs | × direct |"
-    );
-    println!(
-        "|--------|-----------------:|---------:|-------:|---------:|-------:|---------:|"
-    );
+    println!("| path   | throughput MiB/s | × direct | p50 µs | × direct | p99 µs | × direct |");
+    println!("|--------|-----------------:|---------:|-------:|---------:|-------:|---------:|");
     for (path, figures) in rows {
         println!(
             "| {path:<6} | {:>16.0} | {:>8.2} | {:>6.1} | {:>8.2} | {:>6.1} | {:>8.2} |",
