@@ -63,6 +63,14 @@ impl Error {
         }
     }
 
+    /// The raw OS error code behind a socket or namespace failure.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match &*self.0 {
+            Kind::Netns { source, .. } | Kind::Io { source, .. } => source.raw_os_error(),
+            Kind::Command { .. } => None,
+        }
+    }
+
     pub(crate) fn netns(netns: &str, action: &'static str, source: io::Error) -> Self {
         Self(Box::new(Kind::Netns {
             netns: netns.to_owned(),

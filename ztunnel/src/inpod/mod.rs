@@ -28,7 +28,7 @@ pub use netns_rules::{apply, remove};
 pub use rules::RedirectConfig;
 pub use sockets::{
     InPodListeners, bind_listeners, bind_tcp, bind_udp, connect_marked, connect_marked_from,
-    original_destination, udp_marked,
+    original_destination,
 };
 
 /// Port of the outbound capture listener (the pod's own connections).

@@ -18,6 +18,14 @@ const IP: &str = "ip";
 /// Present and "0" when the namespace's loopback has IPv6, read from inside the namespace.
 const LO_IPV6_DISABLED: &str = "/proc/sys/net/ipv6/conf/lo/disable_ipv6";
 
+/// How `ip route del` reports a route that is not there: IPv4 says ESRCH, IPv6 ENOENT, and
+/// iproute2 itself complains when the table was never created.
+const ROUTE_ABSENT: &[&str] = &[
+    "No such process",
+    "No such file or directory",
+    "FIB table does not exist",
+];
+
 /// One IP family's policy routing: marked replies are routed to `lo`, i.e. back to ztunnel.
 #[derive(Debug, Clone, Copy)]
 struct Family {
@@ -84,7 +92,11 @@ fn families(netns: &str) -> Vec<Family> {
     match std::fs::read_to_string(LO_IPV6_DISABLED) {
         Ok(value) if value.trim() == "0" => vec![IPV4, IPV6],
         other => {
-            debug!(netns, ?other, "IPv6 unavailable on lo; IPv4 policy routing only");
+            debug!(
+                netns,
+                ?other,
+                "IPv6 unavailable on lo; IPv4 policy routing only"
+            );
             vec![IPV4]
         }
     }
@@ -126,7 +138,7 @@ fn delete_policy_route(netns: &str, family: Family) -> Result<()> {
         "table",
         &table,
     ];
-    run(netns, IP, &route, None, &["No such process"])
+    run(netns, IP, &route, None, ROUTE_ABSENT)
 }
 
 fn rule_args(family: Family, verb: &str) -> Vec<String> {

@@ -32,8 +32,9 @@ pub const TABLE: &str = "inet ambit";
 /// The source address kubelet probes get after SNAT on the node (Istio's default).
 pub const PROBE_SOURCE_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 7, 127);
 /// The IPv6 source address of kubelet probes after SNAT (Istio's default).
-pub const PROBE_SOURCE_V6: Ipv6Addr =
-    Ipv6Addr::new(0xfd16, 0x9254, 0x7127, 0x1337, 0xffff, 0xffff, 0xffff, 0xffff);
+pub const PROBE_SOURCE_V6: Ipv6Addr = Ipv6Addr::new(
+    0xfd16, 0x9254, 0x7127, 0x1337, 0xffff, 0xffff, 0xffff, 0xffff,
+);
 /// The conntrack zone for ztunnel's upstream DNS traffic, apart from the pod's own queries.
 const DNS_CONNTRACK_ZONE: u16 = 1;
 

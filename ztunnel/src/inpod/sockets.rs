@@ -19,41 +19,53 @@ use super::{DNS_PORT, HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, ZTUNNEL
 /// Pending connections per listener before the kernel refuses new ones.
 const BACKLOG: i32 = 1024;
 
-/// Ztunnel's listeners inside one pod's network namespace, bound on all addresses.
+/// Ztunnel's listeners inside one pod's network namespace.
 #[derive(Debug)]
 pub struct InPodListeners {
-    /// 15001: connections the pod's apps make, redirected by the rules.
+    /// 15001 on all addresses: connections the pod's apps make, redirected by the rules.
     pub outbound: TcpListener,
-    /// 15006: plaintext connections into the pod, redirected by the rules.
+    /// 15006 on all addresses: plaintext connections into the pod, redirected by the rules.
     pub inbound_plaintext: TcpListener,
-    /// 15008: HBONE connections into the pod; reached directly, never redirected.
+    /// 15008 on all addresses: HBONE into the pod; reached directly, never redirected.
     pub hbone: TcpListener,
-    /// 15053/tcp: DNS over TCP from the pod.
+    /// 15053/tcp on 127.0.0.1: DNS over TCP from the pod.
     pub dns_tcp: TcpListener,
-    /// 15053/udp: DNS over UDP from the pod.
+    /// 15053/udp on 127.0.0.1: DNS over UDP from the pod.
     pub dns_udp: UdpSocket,
+    /// 15053/tcp on ::1, when the pod has IPv6.
+    pub dns_tcp_v6: Option<TcpListener>,
+    /// 15053/udp on ::1, when the pod has IPv6.
+    pub dns_udp_v6: Option<UdpSocket>,
 }
 
-/// Opens the four listeners (15001, 15006, 15008, 15053 TCP and UDP) inside `netns`.
+/// Opens ztunnel's listeners inside `netns`: 15001, 15006 and 15008 on every address
+/// (dual-stack when the pod has IPv6), 15053 UDP and TCP on loopback.
 ///
-/// Must be called within a tokio runtime.
+/// DNS binds to loopback because REDIRECT on output sends to 127.0.0.1 / ::1, and a UDP
+/// answer must leave from the address the query was redirected to, or conntrack cannot
+/// rewrite its source back to the resolver the app asked. Must be called within a tokio
+/// runtime.
 pub fn bind_listeners(netns: &PodNetns) -> Result<InPodListeners> {
+    let dns_v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, DNS_PORT));
+    let dns_v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, DNS_PORT));
     Ok(InPodListeners {
-        outbound: bind_tcp(netns, OUTBOUND_PORT)?,
-        inbound_plaintext: bind_tcp(netns, INBOUND_PLAINTEXT_PORT)?,
-        hbone: bind_tcp(netns, HBONE_PORT)?,
-        dns_tcp: bind_tcp(netns, DNS_PORT)?,
-        dns_udp: bind_udp(netns, DNS_PORT)?,
+        outbound: bind_tcp_wildcard(netns, OUTBOUND_PORT)?,
+        inbound_plaintext: bind_tcp_wildcard(netns, INBOUND_PLAINTEXT_PORT)?,
+        hbone: bind_tcp_wildcard(netns, HBONE_PORT)?,
+        dns_tcp: bind_tcp(netns, dns_v4)?,
+        dns_udp: bind_udp(netns, dns_v4)?,
+        dns_tcp_v6: without_ipv6_as_none(bind_tcp(netns, dns_v6))?,
+        dns_udp_v6: without_ipv6_as_none(bind_udp(netns, dns_v6))?,
     })
 }
 
-/// A marked TCP listener on `port` of every address in `netns` (dual-stack when IPv6 is on).
+/// A marked TCP listener at `addr` inside `netns`; `[::]` also accepts IPv4.
 ///
 /// Must be called within a tokio runtime.
-pub fn bind_tcp(netns: &PodNetns, port: u16) -> Result<TcpListener> {
-    let context = || format!("binding TCP port {port}");
+pub fn bind_tcp(netns: &PodNetns, addr: SocketAddr) -> Result<TcpListener> {
+    let context = || format!("binding TCP {addr}");
     let socket = netns
-        .run_in(|| wildcard_socket(Type::STREAM, Protocol::TCP, port))?
+        .run_in(|| bound_socket(addr, Type::STREAM, Protocol::TCP))?
         .map_err(|source| Error::io(netns.name(), context(), source))?;
     socket
         .listen(BACKLOG)
@@ -61,28 +73,16 @@ pub fn bind_tcp(netns: &PodNetns, port: u16) -> Result<TcpListener> {
         .map_err(|source| Error::io(netns.name(), context(), source))
 }
 
-/// A marked UDP socket bound to `port` of every address in `netns`.
+/// A marked UDP socket bound to `addr` inside `netns`, e.g. a listener or for upstream DNS
+/// queries (port 0); `[::]` also receives IPv4.
 ///
 /// Must be called within a tokio runtime.
-pub fn bind_udp(netns: &PodNetns, port: u16) -> Result<UdpSocket> {
-    let socket = netns
-        .run_in(|| wildcard_socket(Type::DGRAM, Protocol::UDP, port))?
-        .and_then(|socket| UdpSocket::from_std(socket.into()))
-        .map_err(|source| Error::io(netns.name(), format!("binding UDP port {port}"), source))?;
-    Ok(socket)
-}
-
-/// A marked UDP socket bound to `bind` inside `netns`, e.g. for upstream DNS queries.
-///
-/// Must be called within a tokio runtime.
-pub fn udp_marked(netns: &PodNetns, bind: SocketAddr) -> Result<UdpSocket> {
+pub fn bind_udp(netns: &PodNetns, addr: SocketAddr) -> Result<UdpSocket> {
     netns
-        .run_in(|| {
-            let socket = marked_socket(bind, Type::DGRAM, Protocol::UDP)?;
-            socket.bind(&bind.into())?;
-            UdpSocket::from_std(socket.into())
-        })?
-        .map_err(|source| Error::io(netns.name(), format!("binding UDP {bind}"), source))
+        .run_in(|| bound_socket(addr, Type::DGRAM, Protocol::UDP))?
+        // Registering with tokio happens here, on the caller's thread, inside the runtime.
+        .and_then(|socket| UdpSocket::from_std(socket.into()))
+        .map_err(|source| Error::io(netns.name(), format!("binding UDP {addr}"), source))
 }
 
 /// Connects to `dst` from inside `netns` with a marked socket, which the rules let through.
@@ -169,36 +169,47 @@ fn marked_socket(peer: SocketAddr, kind: Type, protocol: Protocol) -> io::Result
     Ok(socket)
 }
 
-/// A marked, non-blocking socket bound to `port` on `[::]` (accepting IPv4 too), or on
-/// `0.0.0.0` when the namespace has no IPv6; call inside the namespace.
-fn wildcard_socket(kind: Type, protocol: Protocol, port: u16) -> io::Result<Socket> {
+/// A TCP listener on `port` of every address: `[::]` dual-stack, or `0.0.0.0` when the
+/// namespace has no IPv6.
+fn bind_tcp_wildcard(netns: &PodNetns, port: u16) -> Result<TcpListener> {
     let dual_stack = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    let bound = marked_socket(dual_stack, kind, protocol).and_then(|socket| {
-        socket.set_only_v6(false)?;
-        prepare_and_bind(&socket, dual_stack)?;
-        Ok(socket)
-    });
+    match without_ipv6_as_none(bind_tcp(netns, dual_stack))? {
+        Some(listener) => Ok(listener),
+        None => {
+            debug!(
+                netns = netns.name(),
+                port, "no IPv6 in this namespace; binding IPv4 only"
+            );
+            bind_tcp(netns, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        }
+    }
+}
+
+/// Turns "this namespace has no IPv6" into `None`, keeping every other outcome.
+fn without_ipv6_as_none<T>(bound: Result<T>) -> Result<Option<T>> {
     match bound {
-        Ok(socket) => Ok(socket),
+        Ok(value) => Ok(Some(value)),
         Err(err)
-            if matches!(
-                err.raw_os_error(),
-                Some(nix::libc::EAFNOSUPPORT | nix::libc::EADDRNOTAVAIL)
-            ) =>
+            if err.raw_os_error().is_some_and(|code| {
+                code == nix::libc::EAFNOSUPPORT || code == nix::libc::EADDRNOTAVAIL
+            }) =>
         {
-            debug!(port, %err, "no IPv6 in this namespace; binding IPv4 only");
-            let ipv4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-            let socket = marked_socket(ipv4, kind, protocol)?;
-            prepare_and_bind(&socket, ipv4)?;
-            Ok(socket)
+            Ok(None)
         }
         Err(err) => Err(err),
     }
 }
 
-fn prepare_and_bind(socket: &Socket, addr: SocketAddr) -> io::Result<()> {
+/// A marked, non-blocking socket bound to `addr`; call inside the namespace.
+fn bound_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = marked_socket(addr, kind, protocol)?;
+    if addr.is_ipv6() {
+        // Only matters for `[::]`: one listener for both families.
+        socket.set_only_v6(false)?;
+    }
     // Re-enrolling after a ztunnel restart must not wait for old connections' TIME_WAIT.
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())
+    socket.bind(&addr.into())?;
+    Ok(socket)
 }

@@ -32,7 +32,10 @@ fn one_inet_table_with_chains_on_the_right_hooks() {
     assert!(text.ends_with("}\n"));
     let expected = [
         ("prerouting_raw", "filter hook prerouting priority raw"),
-        ("prerouting_mangle", "filter hook prerouting priority mangle"),
+        (
+            "prerouting_mangle",
+            "filter hook prerouting priority mangle",
+        ),
         ("prerouting_nat", "nat hook prerouting priority dstnat"),
         ("output_raw", "filter hook output priority raw"),
         ("output_route", "route hook output priority mangle"),
@@ -156,7 +159,9 @@ fn probe_sources_are_configurable() {
 fn scripts_replace_and_delete_only_our_table() {
     let config = RedirectConfig::default();
     let replace = replace_script(&config);
-    assert!(replace.starts_with("add table inet ambit\ndelete table inet ambit\ntable inet ambit {"));
+    assert!(
+        replace.starts_with("add table inet ambit\ndelete table inet ambit\ntable inet ambit {")
+    );
     assert!(replace.ends_with(&ruleset(&config)));
     assert_eq!(
         delete_script(),
