@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ambit_ztunnel::inpod::{
     HBONE_PORT, RedirectConfig, apply, bind_listeners, bind_udp, connect_marked,
@@ -277,6 +277,56 @@ async fn replies_to_a_spoofed_client_address_return_to_ztunnel() -> Result<()> {
             IpAddr::V4(bed.a.ip()),
             "app sees the client"
         );
+
+        bed.teardown().await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ipv6_is_captured_both_ways_with_its_original_destination() -> Result<()> {
+    bounded(async {
+        let bed = Bed::new("ip-v6").await?;
+        // Localnet pods are IPv4-only; give pod A and a neighbour on the same bridge IPv6
+        // addresses (no DAD, so they are usable at once).
+        let c = bed.cluster.add_pod("a", "demo", "c").await?;
+        let a_ip: Ipv6Addr = "fd00:a::2".parse()?;
+        let c_ip: Ipv6Addr = "fd00:a::3".parse()?;
+        for (pod, ip) in [(&bed.a, "fd00:a::2/64"), (&c, "fd00:a::3/64")] {
+            run_ok(
+                pod.netns(),
+                "ip",
+                &["-6", "addr", "add", ip, "dev", "eth0", "nodad"],
+            )
+            .await?;
+        }
+        let c_app = SocketAddr::from((c_ip, APP_PORT));
+        let a_app = SocketAddr::from((a_ip, APP_PORT));
+        let c_echo = echo_at(c.netns(), c_app, b"c:")?;
+        let a_echo = echo_at(bed.a.netns(), a_app, b"a:")?;
+        let a = pod_netns(&bed.a)?;
+        apply(&a, &RedirectConfig::default()).await?;
+        let listeners = bind_listeners(&a)?;
+        assert!(listeners.dns_udp_v6.is_some() && listeners.dns_tcp_v6.is_some());
+
+        // Outbound over IPv6 → 15001, original destination via IP6T_SO_ORIGINAL_DST.
+        let _app = app_connect(bed.a.netns(), c_app).await?;
+        let (_, peer, original) = accept_captured(&listeners.outbound, "v6 outbound").await?;
+        assert_eq!(original, c_app);
+        assert_eq!(peer.ip(), IpAddr::V6(a_ip));
+        assert_eq!(c_echo.count(), 0);
+
+        // Ztunnel's marked socket reaches C directly.
+        let mut direct = connect_marked(&a, c_app).await?;
+        assert_eq!(read_exact(&mut direct, 2).await?, b"c:");
+
+        // Inbound over IPv6 → 15006.
+        let _client = app_connect(c.netns(), a_app).await?;
+        let (_, peer, original) =
+            accept_captured(&listeners.inbound_plaintext, "v6 inbound").await?;
+        assert_eq!(original, a_app);
+        assert_eq!(peer.ip(), IpAddr::V6(c_ip));
+        assert_eq!(a_echo.count(), 0);
 
         bed.teardown().await
     })
