@@ -1,6 +1,9 @@
 //! Table-driven L4 authorization: every rule of the Istio semantics, each with a case that
 //! matches and one that does not, so an inverted condition fails a row.
 
+// Test helpers outside #[test] fns build fixtures from literals; a panic is the right failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use ambit_identity::SpiffeId;
 use ambit_model::{AuthorizationPolicy, TransportProtocol, Workload, WorkloadSpec};
 use ambit_policy::{Authorizer, Connection, Reason, Verdict, evaluate_l4};
