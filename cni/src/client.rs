@@ -70,7 +70,10 @@ impl<R: Request> Client<R> {
     pub fn connect(path: &Path, config: &ClientConfig) -> Result<Self, ClientError> {
         let stream = connect_with_deadline(path, Instant::now() + config.connect_timeout)?;
         let reader = stream.try_clone().map_err(|e| {
-            ClientError::new(ClientErrorKind::Unavailable, format!("cannot clone socket: {e}"))
+            ClientError::new(
+                ClientErrorKind::Unavailable,
+                format!("cannot clone socket: {e}"),
+            )
         })?;
         let mut client = Self {
             writer: stream,
@@ -99,7 +102,10 @@ impl<R: Request> Client<R> {
             ));
         }
         let line = protocol::encode(request).map_err(|e| {
-            ClientError::new(ClientErrorKind::InvalidRequest, format!("invalid request: {e}"))
+            ClientError::new(
+                ClientErrorKind::InvalidRequest,
+                format!("invalid request: {e}"),
+            )
         })?;
         let deadline = Instant::now() + self.call_timeout;
         let result = self.exchange(&line, deadline);
@@ -223,7 +229,10 @@ fn connect_with_deadline(path: &Path, deadline: Instant) -> Result<UnixStream, C
     }
     let stream = UnixStream::from(fd);
     stream.set_nonblocking(false).map_err(|e| {
-        ClientError::new(ClientErrorKind::Unavailable, format!("cannot configure socket: {e}"))
+        ClientError::new(
+            ClientErrorKind::Unavailable,
+            format!("cannot configure socket: {e}"),
+        )
     })?;
     Ok(stream)
 }

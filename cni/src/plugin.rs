@@ -71,8 +71,7 @@ pub struct AgentTarget {
 /// How the plugin talks to the node agent; [`SocketAgent`] in production, fakes in tests.
 pub trait NodeAgent {
     /// Connects (with `hello`), sends one request and returns the reply.
-    fn call(&mut self, target: &AgentTarget, request: &AgentRequest)
-    -> Result<Reply, AgentError>;
+    fn call(&mut self, target: &AgentTarget, request: &AgentRequest) -> Result<Reply, AgentError>;
     /// Connects and exchanges `hello` only.
     fn ping(&mut self, target: &AgentTarget) -> Result<(), AgentError>;
 }
@@ -118,11 +117,7 @@ enum Command {
 }
 
 impl NodeAgent for SocketAgent {
-    fn call(
-        &mut self,
-        target: &AgentTarget,
-        request: &AgentRequest,
-    ) -> Result<Reply, AgentError> {
+    fn call(&mut self, target: &AgentTarget, request: &AgentRequest) -> Result<Reply, AgentError> {
         let mut client = Client::<AgentRequest>::connect(&target.socket, &target.client)?;
         Ok(client.call(request)?)
     }
@@ -328,7 +323,10 @@ fn del(
         // Without a pod identity there is nothing the agent could not find on its own (it
         // reconciles against its pod watch), and failing would wedge the pod's teardown.
         Err(e) => {
-            diagnostics.push(format!("ambit-cni: DEL without a reportable pod: {}", e.msg));
+            diagnostics.push(format!(
+                "ambit-cni: DEL without a reportable pod: {}",
+                e.msg
+            ));
             return Ok(());
         }
     };
@@ -336,7 +334,9 @@ fn del(
     match agent.call(target, &AgentRequest::Del { pod: report }) {
         Ok(Reply::Ack { .. }) => diagnostics.push(format!("ambit-cni: DEL {pod}: done")),
         Ok(Reply::Error { kind, message }) => {
-            diagnostics.push(format!("ambit-cni: DEL {pod}: agent said {kind}: {message}"));
+            diagnostics.push(format!(
+                "ambit-cni: DEL {pod}: agent said {kind}: {message}"
+            ));
         }
         Err(e) => diagnostics.push(format!("ambit-cni: DEL {pod}: agent not reached: {e}")),
     }
@@ -376,8 +376,7 @@ fn check(
 fn status(conf: &NetConf, target: &AgentTarget, agent: &mut dyn NodeAgent) -> Result<(), CniError> {
     require_version(conf, "1.1.0", "STATUS")?;
     agent.ping(target).map_err(|e| {
-        CniError::new(code::NOT_AVAILABLE, "the node agent is not answering")
-            .details(e.to_string())
+        CniError::new(code::NOT_AVAILABLE, "the node agent is not answering").details(e.to_string())
     })
 }
 

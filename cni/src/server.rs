@@ -227,7 +227,12 @@ fn check_existing(path: &Path) -> Result<(), ServerError> {
     let metadata = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(ServerError::io(format!("cannot stat {}", path.display()), e)),
+        Err(e) => {
+            return Err(ServerError::io(
+                format!("cannot stat {}", path.display()),
+                e,
+            ));
+        }
     };
     if !metadata.file_type().is_socket() {
         return Err(ServerError::io(
@@ -272,8 +277,9 @@ fn bind_private(path: &Path) -> Result<std::os::unix::net::UnixListener, ServerE
         .and_then(|listener| {
             std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| ServerError::io("cannot set socket mode 0600", e))?;
-            std::fs::rename(&staged, path)
-                .map_err(|e| ServerError::io(format!("cannot move socket to {}", path.display()), e))?;
+            std::fs::rename(&staged, path).map_err(|e| {
+                ServerError::io(format!("cannot move socket to {}", path.display()), e)
+            })?;
             Ok(listener)
         });
     // Best effort: the directory is empty after a successful rename.
@@ -298,7 +304,10 @@ async fn serve<R: Request, D: Dispatch<R>>(listener: UnixListener, dispatch: Arc
             }
         };
         if connections.len() >= MAX_CONNECTIONS {
-            warn!(limit = MAX_CONNECTIONS, "too many node-agent connections; closing a new one");
+            warn!(
+                limit = MAX_CONNECTIONS,
+                "too many node-agent connections; closing a new one"
+            );
             continue;
         }
         next_id += 1;
@@ -316,8 +325,7 @@ async fn connection<R: Request, D: Dispatch<R>>(stream: UnixStream, dispatch: Ar
         let frame = if greeted {
             read_frame(&mut reader, &mut scanner).await
         } else {
-            match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, &mut scanner)).await
-            {
+            match tokio::time::timeout(HELLO_TIMEOUT, read_frame(&mut reader, &mut scanner)).await {
                 Ok(read) => read,
                 Err(_) => Err(ReadError::Timeout),
             }
@@ -373,14 +381,15 @@ async fn connection<R: Request, D: Dispatch<R>>(stream: UnixStream, dispatch: Ar
                 ),
                 true,
             ),
-            (true, Some(_)) => (
-                Reply::error(ErrorKind::Invalid, "hello sent twice"),
-                true,
-            ),
+            (true, Some(_)) => (Reply::error(ErrorKind::Invalid, "hello sent twice"), true),
             (true, None) => {
                 let kind = request.kind_name();
                 let reply = dispatch.dispatch(request).await;
-                if let Reply::Error { kind: error, message } = &reply {
+                if let Reply::Error {
+                    kind: error,
+                    message,
+                } = &reply
+                {
                     info!(request = kind, %error, message, "request failed");
                 } else {
                     debug!(request = kind, "request handled");

@@ -19,7 +19,9 @@ fn main() {
         let _ = writeln!(stderr, "{line}");
     }
     let mut stdout = std::io::stdout().lock();
-    let written = stdout.write_all(&output.stdout).and_then(|()| stdout.flush());
+    let written = stdout
+        .write_all(&output.stdout)
+        .and_then(|()| stdout.flush());
     let exit_code = match written {
         Ok(()) => output.exit_code,
         Err(e) => {

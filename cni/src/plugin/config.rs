@@ -67,7 +67,8 @@ impl CniEnv {
             .into_iter()
             .filter_map(|(k, v)| {
                 let k = k.into_string().ok()?;
-                k.starts_with("CNI_").then(|| (k, v.into_string().map_err(|_| ())))
+                k.starts_with("CNI_")
+                    .then(|| (k, v.into_string().map_err(|_| ())))
             })
             .collect();
         Self { vars }
@@ -139,7 +140,10 @@ impl NetConf {
                 code::INCOMPATIBLE_VERSION,
                 format!("cniVersion {version:?} is not supported"),
             )
-            .details(format!("supported versions: {}", SUPPORTED_VERSIONS.join(", ")))
+            .details(format!(
+                "supported versions: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ))
         })?;
         string_key(&conf, "name")?;
         string_key(&conf, "type")?;
@@ -168,7 +172,12 @@ impl NetConf {
                     Ok(ns.to_owned())
                 })
                 .collect::<Result<_, CniError>>()?,
-            Some(_) => return Err(invalid_key("excludeNamespaces", "must be a list of strings")),
+            Some(_) => {
+                return Err(invalid_key(
+                    "excludeNamespaces",
+                    "must be a list of strings",
+                ));
+            }
         };
         let prev_result = match conf.remove("prevResult") {
             None | Some(Value::Null) => None,
@@ -197,11 +206,14 @@ impl PodArgs {
         let raw = env.get("CNI_ARGS")?.unwrap_or("");
         let mut args = BTreeMap::new();
         for pair in raw.split(';').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| {
-                CniError::env("CNI_ARGS", &format!("{pair:?} is not KEY=VALUE"))
-            })?;
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| CniError::env("CNI_ARGS", &format!("{pair:?} is not KEY=VALUE")))?;
             if key.is_empty() {
-                return Err(CniError::env("CNI_ARGS", &format!("{pair:?} has an empty key")));
+                return Err(CniError::env(
+                    "CNI_ARGS",
+                    &format!("{pair:?} has an empty key"),
+                ));
             }
             if args.insert(key, value).is_some() {
                 return Err(CniError::env("CNI_ARGS", &format!("{key} is given twice")));
@@ -213,19 +225,20 @@ impl PodArgs {
                 .copied()
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| CniError::env("CNI_ARGS", &format!("{key} is required")))?;
-            check(value)
-                .map_err(|reason| CniError::env("CNI_ARGS", &format!("{key}={value:?} {reason}")))?;
+            check(value).map_err(|reason| {
+                CniError::env("CNI_ARGS", &format!("{key}={value:?} {reason}"))
+            })?;
             Ok::<_, CniError>(value.to_owned())
         };
-        let optional = |key: &str, check: fn(&str) -> Result<(), String>| {
-            match args.get(key).copied().filter(|v| !v.is_empty()) {
-                None => Ok(None),
-                Some(value) => check(value)
-                    .map(|()| Some(value.to_owned()))
-                    .map_err(|reason| {
-                        CniError::env("CNI_ARGS", &format!("{key}={value:?} {reason}"))
-                    }),
-            }
+        let optional = |key: &str, check: fn(&str) -> Result<(), String>| match args
+            .get(key)
+            .copied()
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(None),
+            Some(value) => check(value)
+                .map(|()| Some(value.to_owned()))
+                .map_err(|reason| CniError::env("CNI_ARGS", &format!("{key}={value:?} {reason}"))),
         };
         Ok(Self {
             namespace: required("K8S_POD_NAMESPACE", validate::dns_label)?,

@@ -45,11 +45,7 @@ impl FakeAgent {
 }
 
 impl NodeAgent for FakeAgent {
-    fn call(
-        &mut self,
-        target: &AgentTarget,
-        request: &AgentRequest,
-    ) -> Result<Reply, AgentError> {
+    fn call(&mut self, target: &AgentTarget, request: &AgentRequest) -> Result<Reply, AgentError> {
         self.calls.push((target.clone(), request.clone()));
         self.replies
             .pop_front()
@@ -124,7 +120,10 @@ fn expect_error(output: &PluginOutput, code: u32, version: &str) -> String {
     assert_eq!(body["cniVersion"], version, "{body}");
     let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
     for key in &keys {
-        assert!(["cniVersion", "code", "msg", "details"].contains(&key.as_str()), "{key}");
+        assert!(
+            ["cniVersion", "code", "msg", "details"].contains(&key.as_str()),
+            "{key}"
+        );
     }
     body["msg"].as_str().unwrap().to_owned()
 }
@@ -160,13 +159,21 @@ fn add_of_a_pod_outside_the_mesh_succeeds() {
     let output = run_with(&CniEnv::from_vars(env("ADD")), &conf("1.0.0"), &mut agent);
     assert_eq!(output.exit_code, 0);
     assert_eq!(stdout_json(&output), prev_result("1.0.0"));
-    assert!(output.diagnostics.iter().any(|d| d.contains("enrolled=false")));
+    assert!(
+        output
+            .diagnostics
+            .iter()
+            .any(|d| d.contains("enrolled=false"))
+    );
 }
 
 #[test]
 fn add_names_the_version_when_prev_result_does_not() {
     let mut input = conf("0.4.0");
-    input["prevResult"].as_object_mut().unwrap().remove("cniVersion");
+    input["prevResult"]
+        .as_object_mut()
+        .unwrap()
+        .remove("cniVersion");
     let output = run_with(
         &CniEnv::from_vars(env("ADD")),
         &input,
@@ -219,7 +226,10 @@ fn add_fails_closed_when_the_agent_is_down() {
     );
     expect_error(&output, code::TRY_AGAIN_LATER, "0.3.1");
     let body = stdout_json(&output);
-    assert!(body["details"].as_str().unwrap().contains("refused"), "{body}");
+    assert!(
+        body["details"].as_str().unwrap().contains("refused"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -229,10 +239,19 @@ fn add_maps_agent_answers_to_codes() {
             Ok(Reply::error(ErrorKind::Unavailable, "not synced")),
             code::TRY_AGAIN_LATER,
         ),
-        (Ok(Reply::error(ErrorKind::Internal, "ztunnel down")), code::TRY_AGAIN_LATER),
+        (
+            Ok(Reply::error(ErrorKind::Internal, "ztunnel down")),
+            code::TRY_AGAIN_LATER,
+        ),
         // The agent's pod cache may lag behind the kubelet: retry.
-        (Ok(Reply::error(ErrorKind::UnknownPod, "not yet")), code::TRY_AGAIN_LATER),
-        (Ok(Reply::error(ErrorKind::Invalid, "bad uid")), code::AGENT_REJECTED),
+        (
+            Ok(Reply::error(ErrorKind::UnknownPod, "not yet")),
+            code::TRY_AGAIN_LATER,
+        ),
+        (
+            Ok(Reply::error(ErrorKind::Invalid, "bad uid")),
+            code::AGENT_REJECTED,
+        ),
         (Ok(Reply::ack()), code::AGENT_PROTOCOL),
         (Err(AgentError::protocol("garbage")), code::AGENT_PROTOCOL),
     ];
@@ -261,7 +280,13 @@ fn add_in_an_excluded_namespace_skips_the_agent() {
 
 #[test]
 fn add_requires_each_environment_variable() {
-    for var in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH", "CNI_ARGS"] {
+    for var in [
+        "CNI_CONTAINERID",
+        "CNI_NETNS",
+        "CNI_IFNAME",
+        "CNI_PATH",
+        "CNI_ARGS",
+    ] {
         let mut agent = FakeAgent::enrolled(true);
         let output = run_with(&with(env("ADD"), var, None), &conf("1.0.0"), &mut agent);
         let msg = expect_error(&output, code::INVALID_ENV, "1.0.0");
@@ -292,15 +317,31 @@ fn bad_cni_args_are_invalid_env() {
         ("=x;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a", "empty key"),
         ("K8S_POD_NAME=web-0", "K8S_POD_NAMESPACE"),
         ("K8S_POD_NAMESPACE=shop", "K8S_POD_NAME"),
-        ("K8S_POD_NAMESPACE=Shop;K8S_POD_NAME=web-0", "K8S_POD_NAMESPACE"),
+        (
+            "K8S_POD_NAMESPACE=Shop;K8S_POD_NAME=web-0",
+            "K8S_POD_NAMESPACE",
+        ),
         ("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web_0", "K8S_POD_NAME"),
-        ("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a;K8S_POD_UID=a b", "K8S_POD_UID"),
-        ("K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a;K8S_POD_NAME=b", "twice"),
+        (
+            "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a;K8S_POD_UID=a b",
+            "K8S_POD_UID",
+        ),
+        (
+            "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=a;K8S_POD_NAME=b",
+            "twice",
+        ),
     ] {
         let mut agent = FakeAgent::enrolled(true);
-        let output = run_with(&with(env("ADD"), "CNI_ARGS", Some(args)), &conf("1.0.0"), &mut agent);
+        let output = run_with(
+            &with(env("ADD"), "CNI_ARGS", Some(args)),
+            &conf("1.0.0"),
+            &mut agent,
+        );
         let msg = expect_error(&output, code::INVALID_ENV, "1.0.0");
-        assert!(msg.starts_with("CNI_ARGS") && msg.contains(mentions), "{args}: {msg}");
+        assert!(
+            msg.starts_with("CNI_ARGS") && msg.contains(mentions),
+            "{args}: {msg}"
+        );
         assert!(agent.calls.is_empty());
     }
 }
@@ -312,7 +353,10 @@ fn non_utf8_environment_is_reported() {
         .filter(|(k, _)| k != "CNI_NETNS")
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
-    vars.push(("CNI_NETNS".into(), OsString::from_vec(b"/var/run/\xff".to_vec())));
+    vars.push((
+        "CNI_NETNS".into(),
+        OsString::from_vec(b"/var/run/\xff".to_vec()),
+    ));
     let output = run_with(
         &CniEnv::from_os_vars(vars),
         &conf("1.0.0"),
@@ -355,13 +399,21 @@ fn del_tolerates_missing_netns_prev_result_and_pod_identity() {
     assert_eq!(pod.uid.as_deref(), Some(UID));
 
     let mut agent = FakeAgent::down();
-    let output = run_with(&with(env("DEL"), "CNI_ARGS", Some("garbage")), &input, &mut agent);
+    let output = run_with(
+        &with(env("DEL"), "CNI_ARGS", Some("garbage")),
+        &input,
+        &mut agent,
+    );
     assert_eq!(output.exit_code, 0, "{output:?}");
     assert!(agent.calls.is_empty());
 
     // Running twice is fine: DEL is idempotent.
     for _ in 0..2 {
-        let output = run_with(&CniEnv::from_vars(env("DEL")), &input, &mut FakeAgent::down());
+        let output = run_with(
+            &CniEnv::from_vars(env("DEL")),
+            &input,
+            &mut FakeAgent::down(),
+        );
         assert_eq!(output.exit_code, 0);
     }
 }
@@ -472,21 +524,53 @@ fn malformed_configuration() {
     };
     let cases = [
         (remove("cniVersion"), code::INVALID_CONFIG, "cniVersion"),
-        (set("cniVersion", json!(1)), code::INVALID_CONFIG, "cniVersion"),
+        (
+            set("cniVersion", json!(1)),
+            code::INVALID_CONFIG,
+            "cniVersion",
+        ),
         (remove("name"), code::INVALID_CONFIG, "name"),
         (remove("type"), code::INVALID_CONFIG, "type"),
         (remove("agentSocket"), code::INVALID_CONFIG, "agentSocket"),
-        (set("agentSocket", json!("run/agent.sock")), code::INVALID_CONFIG, "agentSocket"),
-        (set("agentCallTimeoutMs", json!(0)), code::INVALID_CONFIG, "agentCallTimeoutMs"),
-        (set("agentConnectTimeoutMs", json!("1s")), code::INVALID_CONFIG, "agentConnectTimeoutMs"),
-        (set("excludeNamespaces", json!("kube-system")), code::INVALID_CONFIG, "excludeNamespaces"),
-        (set("excludeNamespaces", json!(["Kube"])), code::INVALID_CONFIG, "excludeNamespaces"),
-        (set("prevResult", json!([])), code::INVALID_CONFIG, "prevResult"),
+        (
+            set("agentSocket", json!("run/agent.sock")),
+            code::INVALID_CONFIG,
+            "agentSocket",
+        ),
+        (
+            set("agentCallTimeoutMs", json!(0)),
+            code::INVALID_CONFIG,
+            "agentCallTimeoutMs",
+        ),
+        (
+            set("agentConnectTimeoutMs", json!("1s")),
+            code::INVALID_CONFIG,
+            "agentConnectTimeoutMs",
+        ),
+        (
+            set("excludeNamespaces", json!("kube-system")),
+            code::INVALID_CONFIG,
+            "excludeNamespaces",
+        ),
+        (
+            set("excludeNamespaces", json!(["Kube"])),
+            code::INVALID_CONFIG,
+            "excludeNamespaces",
+        ),
+        (
+            set("prevResult", json!([])),
+            code::INVALID_CONFIG,
+            "prevResult",
+        ),
     ];
     for (input, code, mentions) in cases {
         let mut agent = FakeAgent::enrolled(true);
         let output = run_with(&env, &input, &mut agent);
-        let answered = if mentions == "cniVersion" { "1.1.0" } else { "1.0.0" };
+        let answered = if mentions == "cniVersion" {
+            "1.1.0"
+        } else {
+            "1.0.0"
+        };
         let msg = expect_error(&output, code, answered);
         assert!(msg.contains(mentions), "{mentions}: {msg}");
         assert!(agent.calls.is_empty());
