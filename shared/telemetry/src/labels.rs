@@ -245,7 +245,11 @@ impl TrafficLabels {
             "source_canonical_revision",
             known(&source.canonical_revision),
         )?;
-        label(encoder, "source_workload_namespace", known(&source.namespace))?;
+        label(
+            encoder,
+            "source_workload_namespace",
+            known(&source.namespace),
+        )?;
         label(encoder, "source_principal", known(&source.principal))?;
         label(encoder, "source_app", known(&source.app))?;
         label(encoder, "source_version", known(&source.version))?;
@@ -257,7 +261,11 @@ impl TrafficLabels {
             known(&service.namespace),
         )?;
         label(encoder, "destination_service_name", known(&service.name))?;
-        label(encoder, "destination_workload", known(&destination.workload))?;
+        label(
+            encoder,
+            "destination_workload",
+            known(&destination.workload),
+        )?;
         label(
             encoder,
             "destination_canonical_service",
@@ -273,7 +281,11 @@ impl TrafficLabels {
             "destination_workload_namespace",
             known(&destination.namespace),
         )?;
-        label(encoder, "destination_principal", known(&destination.principal))?;
+        label(
+            encoder,
+            "destination_principal",
+            known(&destination.principal),
+        )?;
         label(encoder, "destination_app", known(&destination.app))?;
         label(encoder, "destination_version", known(&destination.version))?;
         label(encoder, "destination_cluster", known(&destination.cluster))?;

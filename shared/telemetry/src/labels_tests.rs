@@ -6,7 +6,9 @@ use super::*;
 use crate::test_support::label_pairs;
 
 /// Encodes `labels` the way `/metrics` does and returns the label pairs in order.
-fn encoded<S: EncodeLabelSet + Clone + std::hash::Hash + Eq + Send + Sync + fmt::Debug + 'static>(
+fn encoded<
+    S: EncodeLabelSet + Clone + std::hash::Hash + Eq + Send + Sync + fmt::Debug + 'static,
+>(
     labels: &S,
 ) -> Vec<(String, String)> {
     let family = Family::<S, Counter>::default();
@@ -94,7 +96,10 @@ fn known_values_and_empty_strings() {
         get("source_principal"),
         "cluster.local/ns/default/sa/productpage"
     );
-    assert_eq!(get("destination_service"), "details.default.svc.cluster.local");
+    assert_eq!(
+        get("destination_service"),
+        "details.default.svc.cluster.local"
+    );
     assert_eq!(get("destination_service_name"), "details");
     assert_eq!(get("destination_service_namespace"), "default");
     assert_eq!(get("destination_workload"), "unknown");

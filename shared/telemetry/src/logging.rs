@@ -118,15 +118,13 @@ where
 }
 
 fn parse_filter(directives: &str) -> Result<EnvFilter, LoggingError> {
-    EnvFilter::builder()
-        .parse(directives)
-        .map_err(|source| {
-            ErrorKind::InvalidFilter {
-                directives: directives.to_owned(),
-                source,
-            }
-            .into()
-        })
+    EnvFilter::builder().parse(directives).map_err(|source| {
+        ErrorKind::InvalidFilter {
+            directives: directives.to_owned(),
+            source,
+        }
+        .into()
+    })
 }
 
 #[cfg(test)]

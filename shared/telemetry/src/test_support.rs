@@ -55,7 +55,10 @@ pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<
             .iter()
             .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v));
         if matches {
-            assert!(found.is_none(), "several samples of {name} match {labels:?}");
+            assert!(
+                found.is_none(),
+                "several samples of {name} match {labels:?}"
+            );
             found = Some(value.trim().parse().unwrap());
         }
     }
