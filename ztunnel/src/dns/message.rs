@@ -24,7 +24,10 @@ pub(crate) enum Rejection {
     /// Not even a query header: nothing to answer.
     Drop,
     /// Answer with this message, and count `failure`.
-    Reply { reply: Message, failure: Failure },
+    Reply {
+        reply: Box<Message>,
+        failure: Failure,
+    },
 }
 
 /// Parses a client message strictly: one question of class IN, a standard query, nothing after
@@ -36,7 +39,7 @@ pub(crate) fn parse_query(bytes: &[u8]) -> Result<Message, Rejection> {
         _ => return Err(Rejection::Drop),
     };
     let formerr = || Rejection::Reply {
-        reply: header_error(&header, ResponseCode::FormErr),
+        reply: Box::new(header_error(&header, ResponseCode::FormErr)),
         failure: Failure::Malformed,
     };
     let mut decoder = BinDecoder::new(bytes);
@@ -51,7 +54,7 @@ pub(crate) fn parse_query(bytes: &[u8]) -> Result<Message, Rejection> {
     let class = query.queries[0].query_class();
     if query.metadata.op_code != OpCode::Query || class != DNSClass::IN {
         return Err(Rejection::Reply {
-            reply: error_reply(&query, ResponseCode::NotImp),
+            reply: Box::new(error_reply(&query, ResponseCode::NotImp)),
             failure: Failure::Unsupported,
         });
     }
@@ -183,11 +186,10 @@ fn header_error(header: &Header, code: ResponseCode) -> Message {
 /// A standard recursive query for `name`, for tests.
 #[cfg(test)]
 pub(crate) fn query_message(id: u16, name: &str, kind: RecordType) -> Message {
-    use std::str::FromStr;
     let mut message = Message::query();
     message.metadata.id = id;
     message.metadata.recursion_desired = true;
-    if let Ok(name) = hickory_proto::rr::Name::from_str(name) {
+    if let Ok(name) = hickory_proto::rr::Name::from_ascii(name) {
         message.add_query(Query::query(name, kind));
     }
     message

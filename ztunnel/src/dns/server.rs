@@ -273,7 +273,7 @@ impl DnsProxy {
                 metrics.count_failure(failure);
                 // Error replies carry at most the question: they always fit plain DNS.
                 return Decision::Reply {
-                    reply,
+                    reply: *reply,
                     udp_limit: PLAIN_UDP_LIMIT,
                 };
             }
