@@ -39,6 +39,7 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     /// Namespace of the pod this proxy serves: bare names resolve to its Services.
+    /// [`DnsConfig::new`] derives `search_domains` from it; change both together.
     pub namespace: String,
     /// Kubernetes cluster domain, `cluster.local` by default.
     pub cluster_domain: String,
