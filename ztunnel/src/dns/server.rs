@@ -1,7 +1,7 @@
 //! The DNS proxy server: one per enrolled pod, on the UDP socket and TCP listener the caller
 //! opened in the pod's network namespace.
 //!
-//! Each message is parsed strictly ([`parse_query`]); A/AAAA queries for mesh names are
+//! Each message is parsed strictly (`message::parse_query`); A/AAAA queries for mesh names are
 //! answered here, everything else goes to the upstream resolvers. A malformed message costs its
 //! sender one FORMERR (or nothing) and never disturbs other queries: UDP forwarding runs in
 //! tasks bounded by a semaphore, TCP connections in tasks bounded by another, and a full server
