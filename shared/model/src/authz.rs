@@ -114,7 +114,6 @@ pub struct ToSpec {
 /// `source`: every field present must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct SourceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<String>,
@@ -141,7 +140,6 @@ pub struct SourceSpec {
 /// `operation`: every field present must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[allow(missing_docs)]
 pub struct OperationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
@@ -202,7 +200,6 @@ pub struct Rule {
 
 /// A validated `source`. Positive lists: any value may match; `not_*`: none may match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct Source {
     pub principals: Vec<StringMatch>,
     pub not_principals: Vec<StringMatch>,
@@ -218,7 +215,6 @@ pub struct Source {
 
 /// A validated `operation`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
 pub struct Operation {
     pub hosts: Vec<StringMatch>,
     pub not_hosts: Vec<StringMatch>,

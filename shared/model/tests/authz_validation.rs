@@ -1,6 +1,9 @@
 //! AuthorizationPolicy parsing and validation: Istio-shaped JSON in, typed rules or an error
 //! naming the field out.
 
+// Test helpers outside #[test] fns build fixtures from literals; a panic is the right failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use ambit_model::authz::{ConditionKey, ConditionValues, PolicyScope};
 use ambit_model::{Action, AuthorizationPolicy, StringMatch};
 use serde_json::{Value, json};

@@ -1,6 +1,9 @@
 //! Effective PeerAuthentication mode: port > workload > namespace > mesh > PERMISSIVE, UNSET
 //! inheriting.
 
+// Test helpers outside #[test] fns build fixtures from literals; a panic is the right failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use ambit_model::{
     MtlsMode, PeerAuthentication, TransportProtocol, Workload, WorkloadSpec, effective_mtls_mode,
 };
