@@ -244,7 +244,11 @@ impl PodInfo {
 
 impl PodReport {
     fn check(&self, at: &str, netns_required: bool) -> Result<(), ProtocolError> {
-        field(at, "container_id", validate::container_id(&self.container_id))?;
+        field(
+            at,
+            "container_id",
+            validate::container_id(&self.container_id),
+        )?;
         field(at, "namespace", validate::dns_label(&self.namespace))?;
         field(at, "name", validate::dns_subdomain(&self.name))?;
         if let Some(uid) = &self.uid {

@@ -18,13 +18,18 @@ pub(crate) fn uid(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > MAX_UID_LEN {
-        return Err(format!("is {} bytes long, the limit is {MAX_UID_LEN}", value.len()));
+        return Err(format!(
+            "is {} bytes long, the limit is {MAX_UID_LEN}",
+            value.len()
+        ));
     }
     match value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        Some(c) => Err(format!("contains {c:?}; allowed are letters, digits, '-', '_', '.'")),
+        Some(c) => Err(format!(
+            "contains {c:?}; allowed are letters, digits, '-', '_', '.'"
+        )),
         None => Ok(()),
     }
 }
@@ -36,7 +41,10 @@ pub(crate) fn dns_label(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > 63 {
-        return Err(format!("is {} characters long, an RFC 1123 label allows 63", value.len()));
+        return Err(format!(
+            "is {} characters long, an RFC 1123 label allows 63",
+            value.len()
+        ));
     }
     if let Some(c) = value
         .chars()
@@ -59,7 +67,10 @@ pub(crate) fn dns_subdomain(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > 253 {
-        return Err(format!("is {} characters long, an RFC 1123 subdomain allows 253", value.len()));
+        return Err(format!(
+            "is {} characters long, an RFC 1123 subdomain allows 253",
+            value.len()
+        ));
     }
     for label in value.split('.') {
         dns_label(label).map_err(|reason| format!("label {label:?} {reason}"))?;
@@ -73,7 +84,10 @@ pub(crate) fn absolute_path(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() > MAX_PATH_LEN {
-        return Err(format!("is {} bytes long, the limit is {MAX_PATH_LEN}", value.len()));
+        return Err(format!(
+            "is {} bytes long, the limit is {MAX_PATH_LEN}",
+            value.len()
+        ));
     }
     if value.contains('\0') {
         return Err("contains a NUL byte".into());
@@ -96,7 +110,9 @@ pub(crate) fn container_id(value: &str) -> Result<(), String> {
     match chars.next() {
         None => return Err("must not be empty".into()),
         Some(first) if !first.is_ascii_alphanumeric() => {
-            return Err(format!("starts with {first:?}; it must start with a letter or digit"));
+            return Err(format!(
+                "starts with {first:?}; it must start with a letter or digit"
+            ));
         }
         Some(_) => {}
     }
@@ -107,7 +123,9 @@ pub(crate) fn container_id(value: &str) -> Result<(), String> {
         ));
     }
     match chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
-        Some(c) => Err(format!("contains {c:?}; allowed are letters, digits, '_', '.', '-'")),
+        Some(c) => Err(format!(
+            "contains {c:?}; allowed are letters, digits, '_', '.', '-'"
+        )),
         None => Ok(()),
     }
 }
@@ -118,7 +136,10 @@ pub(crate) fn ifname(value: &str) -> Result<(), String> {
         return Err("must not be empty".into());
     }
     if value.len() >= 16 {
-        return Err(format!("is {} bytes long, it must be under 16", value.len()));
+        return Err(format!(
+            "is {} bytes long, it must be under 16",
+            value.len()
+        ));
     }
     if value == "." || value == ".." {
         return Err("must not be '.' or '..'".into());

@@ -97,8 +97,8 @@ fn rejects_unknown_message_types_and_fields() {
     // An agent request is not a ztunnel request, and vice versa.
     let e = decode_str::<ZtunnelRequest>(r#"{"type":"add","pod":{}}"#).unwrap_err();
     assert!(e.is_malformed(), "{e}");
-    let e = decode_str::<ZtunnelRequest>(r#"{"type":"unenroll","uid":"a","force":true}"#)
-        .unwrap_err();
+    let e =
+        decode_str::<ZtunnelRequest>(r#"{"type":"unenroll","uid":"a","force":true}"#).unwrap_err();
     assert!(e.is_malformed() && e.to_string().contains("force"), "{e}");
     let e = decode_str::<ZtunnelRequest>(
         r#"{"type":"enroll","pod":{"uid":"a","namespace":"n","name":"p","service_account":"s","netns":"/x","ip":"1.2.3.4"}}"#,
@@ -135,7 +135,8 @@ fn rejects_wrong_types_and_bad_json() {
 
 #[test]
 fn validates_every_field() {
-    let cases: [(fn(&mut PodInfo), &str); 9] = [
+    type Mutation = fn(&mut PodInfo);
+    let cases: [(Mutation, &str); 9] = [
         (|p| p.uid.clear(), "pod.uid"),
         (|p| p.uid = "x".repeat(200), "pod.uid"),
         (|p| p.namespace = "Shop".into(), "pod.namespace"),
@@ -152,7 +153,10 @@ fn validates_every_field() {
         let json = serde_json::to_string(&ZtunnelRequest::Enroll { pod: bad }).unwrap();
         let e = decode_str::<ZtunnelRequest>(&json).unwrap_err();
         assert!(e.is_invalid(), "{json}: {e}");
-        assert!(e.to_string().starts_with(&format!("enroll: {field}:")), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!("enroll: {field}:")),
+            "{e}"
+        );
         // Encoding refuses the same message, so a client never sends it.
         let mut again = pod("a");
         mutate(&mut again);
@@ -163,7 +167,10 @@ fn validates_every_field() {
         );
     }
     let e = decode_str::<ZtunnelRequest>(r#"{"type":"unenroll","uid":""}"#).unwrap_err();
-    assert!(e.is_invalid() && e.to_string().contains("unenroll.uid"), "{e}");
+    assert!(
+        e.is_invalid() && e.to_string().contains("unenroll.uid"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -172,7 +179,10 @@ fn snapshot_rejects_duplicates_and_bad_entries() {
         pods: vec![pod("a"), pod("b"), pod("a")],
     };
     let e = encode(&dup).unwrap_err();
-    assert!(e.is_invalid() && e.to_string().contains("pods[2].uid"), "{e}");
+    assert!(
+        e.is_invalid() && e.to_string().contains("pods[2].uid"),
+        "{e}"
+    );
     let mut bad = pod("b");
     bad.namespace = "-x".into();
     let json = serde_json::to_string(&ZtunnelRequest::Snapshot {
