@@ -118,7 +118,8 @@ mod tests {
         for (times, reason) in Failure::ALL.into_iter().enumerate() {
             assert_eq!(metrics.failures(reason), times as u64 + 1, "{reason:?}");
         }
-        let labels: std::collections::HashSet<_> = Failure::ALL.iter().map(|f| f.as_str()).collect();
+        let labels: std::collections::HashSet<_> =
+            Failure::ALL.iter().map(|f| f.as_str()).collect();
         assert_eq!(labels.len(), Failure::ALL.len());
     }
 }

@@ -94,8 +94,8 @@ impl NameExpander {
         search_domains: &[String],
     ) -> Result<Self, String> {
         let cluster_domain = absolute(cluster_domain).ok_or_else(|| cluster_domain.to_owned())?;
-        let svc_domain = absolute(&format!("svc.{cluster_domain}"))
-            .ok_or_else(|| cluster_domain.to_ascii())?;
+        let svc_domain =
+            absolute(&format!("svc.{cluster_domain}")).ok_or_else(|| cluster_domain.to_ascii())?;
         let namespace_domain = Name::from_ascii(namespace)
             .ok()
             .filter(|name| name.iter().len() == 1)
@@ -122,7 +122,8 @@ impl NameExpander {
     ) -> Option<MeshMatch> {
         for candidate in self.candidates(query) {
             for (index, lookup) in with_wildcards(&candidate.name).iter().enumerate() {
-                if let Some(addresses) = names.lookup(&host_key(&lookup.to_ascii()), client_namespace)
+                if let Some(addresses) =
+                    names.lookup(&host_key(&lookup.to_ascii()), client_namespace)
                 {
                     // A wildcard covers the queried name itself; no alias to explain.
                     let canonical = if index == 0 { candidate.stripped } else { None };

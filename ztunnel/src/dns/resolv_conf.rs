@@ -85,7 +85,11 @@ mod tests {
         );
         assert_eq!(
             conf.search,
-            ["bookinfo.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+            [
+                "bookinfo.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
         );
     }
 

@@ -6,8 +6,8 @@ use hickory_proto::rr::rdata::{A, CNAME};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
 use super::{
-    MESH_TTL, Rejection, encode_udp, error_reply, mesh_answer, parse_query, query_message,
-    relayed, udp_limit, upstream_answer, upstream_query,
+    MESH_TTL, Rejection, encode_udp, error_reply, mesh_answer, parse_query, query_message, relayed,
+    udp_limit, upstream_answer, upstream_query,
 };
 use crate::dns::metrics::Failure;
 use crate::dns::names::MeshMatch;
@@ -40,7 +40,10 @@ fn drops_what_has_no_query_header() {
     assert!(matches!(parse_query(&[0x12; 11]), Err(Rejection::Drop)));
     let mut response = query_message(7, "a.example.", RecordType::A);
     response.metadata.message_type = MessageType::Response;
-    assert!(matches!(parse_query(&bytes(&response)), Err(Rejection::Drop)));
+    assert!(matches!(
+        parse_query(&bytes(&response)),
+        Err(Rejection::Drop)
+    ));
 }
 
 #[test]
@@ -59,7 +62,10 @@ fn question_count_other_than_one_is_formerr() {
     let mut none = query_message(1, "a.example.", RecordType::A);
     none.queries.clear();
     let mut two = query_message(2, "a.example.", RecordType::A);
-    two.add_query(Query::query(Name::from_str("b.example.").unwrap(), RecordType::A));
+    two.add_query(Query::query(
+        Name::from_str("b.example.").unwrap(),
+        RecordType::A,
+    ));
     for query in [none, two] {
         let (reply, failure) = rejected_with(&bytes(&query));
         assert_eq!(failure, Failure::Malformed);
@@ -132,10 +138,17 @@ fn alias_match_answers_with_a_cname_first() {
         addresses: vec![IpAddr::V4(V4)],
         canonical: Some(canonical.clone()),
     };
-    let query = query_message(9, "reviews.bookinfo.bookinfo.svc.cluster.local.", RecordType::A);
+    let query = query_message(
+        9,
+        "reviews.bookinfo.bookinfo.svc.cluster.local.",
+        RecordType::A,
+    );
     let reply = mesh_answer(&query, &found);
     assert_eq!(reply.answers.len(), 2);
-    assert_eq!(reply.answers[0].data, RData::CNAME(CNAME(canonical.clone())));
+    assert_eq!(
+        reply.answers[0].data,
+        RData::CNAME(CNAME(canonical.clone()))
+    );
     assert_eq!(reply.answers[1].name, canonical);
 }
 

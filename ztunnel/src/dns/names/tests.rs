@@ -78,7 +78,10 @@ fn search_path_expansion_answers_through_an_alias() {
 
 #[test]
 fn service_entry_hosts_and_wildcards() {
-    assert_eq!(resolve("address.internal.").unwrap().addresses, vec![EXTERNAL]);
+    assert_eq!(
+        resolve("address.internal.").unwrap().addresses,
+        vec![EXTERNAL]
+    );
     let found = resolve("api.wild.example.").unwrap();
     assert_eq!(found.addresses, vec![EXTERNAL]);
     assert_eq!(found.canonical, None);
