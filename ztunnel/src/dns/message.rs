@@ -16,7 +16,7 @@ pub(crate) const MESH_TTL: u32 = 30;
 /// The UDP payload size ztunnel advertises in EDNS (the DNS flag day value, below common MTUs).
 const ADVERTISED_PAYLOAD: u16 = 1232;
 /// Largest UDP answer sent to a client, whatever it advertises.
-const MAX_UDP_PAYLOAD: usize = 4096;
+pub(crate) const MAX_UDP_PAYLOAD: usize = 4096;
 
 /// Why a client message gets no normal processing.
 #[derive(Debug)]
@@ -24,7 +24,10 @@ pub(crate) enum Rejection {
     /// Not even a query header: nothing to answer.
     Drop,
     /// Answer with this message, and count `failure`.
-    Reply { reply: Message, failure: Failure },
+    Reply {
+        reply: Box<Message>,
+        failure: Failure,
+    },
 }
 
 /// Parses a client message strictly: one question of class IN, a standard query, nothing after
@@ -36,22 +39,24 @@ pub(crate) fn parse_query(bytes: &[u8]) -> Result<Message, Rejection> {
         _ => return Err(Rejection::Drop),
     };
     let formerr = || Rejection::Reply {
-        reply: header_error(&header, ResponseCode::FormErr),
+        reply: Box::new(header_error(&header, ResponseCode::FormErr)),
         failure: Failure::Malformed,
     };
+    // Checked on the header first: the decoder reserves room for as many questions as the
+    // header claims, which a 12-byte packet could otherwise set to 65535.
+    let counts = header.counts;
+    if counts.queries != 1 || counts.answers != 0 || counts.authorities != 0 {
+        return Err(formerr());
+    }
     let mut decoder = BinDecoder::new(bytes);
     let query = Message::read(&mut decoder).map_err(|_| formerr())?;
-    if !decoder.is_empty()
-        || query.queries.len() != 1
-        || !query.answers.is_empty()
-        || !query.authorities.is_empty()
-    {
+    if !decoder.is_empty() || query.queries.len() != 1 {
         return Err(formerr());
     }
     let class = query.queries[0].query_class();
     if query.metadata.op_code != OpCode::Query || class != DNSClass::IN {
         return Err(Rejection::Reply {
-            reply: error_reply(&query, ResponseCode::NotImp),
+            reply: Box::new(error_reply(&query, ResponseCode::NotImp)),
             failure: Failure::Unsupported,
         });
     }
@@ -104,10 +109,16 @@ pub(crate) fn error_reply(query: &Message, code: ResponseCode) -> Message {
     reply
 }
 
-/// The query to send upstream: the client's, under an id of our own.
+/// The query to send upstream: the client's, under an id of our own, asking for UDP answers
+/// no larger than [`MAX_UDP_PAYLOAD`] (the size of our receive buffer).
 pub(crate) fn upstream_query(query: &Message, id: u16) -> Message {
     let mut upstream = query.clone();
     upstream.metadata.id = id;
+    if let Some(edns) = upstream.edns.as_mut()
+        && usize::from(edns.max_payload()) > MAX_UDP_PAYLOAD
+    {
+        edns.set_max_payload(MAX_UDP_PAYLOAD as u16);
+    }
     upstream
 }
 
@@ -183,11 +194,10 @@ fn header_error(header: &Header, code: ResponseCode) -> Message {
 /// A standard recursive query for `name`, for tests.
 #[cfg(test)]
 pub(crate) fn query_message(id: u16, name: &str, kind: RecordType) -> Message {
-    use std::str::FromStr;
     let mut message = Message::query();
     message.metadata.id = id;
     message.metadata.recursion_desired = true;
-    if let Ok(name) = hickory_proto::rr::Name::from_str(name) {
+    if let Ok(name) = hickory_proto::rr::Name::from_ascii(name) {
         message.add_query(Query::query(name, kind));
     }
     message

@@ -1,7 +1,7 @@
 //! Mesh names: the hosts ztunnel answers itself, and the names a pod's search path makes of them.
 //!
-//! [`MeshNames`] answers exact hosts only. [`NameExpander`] turns the name a pod asked for into
-//! the hosts it may mean, the way Kubernetes DNS would: `<svc>`, `<svc>.<ns>` and
+//! [`MeshNames`] answers exact hosts only. The crate-private `NameExpander` turns the name a pod
+//! asked for into the hosts it may mean, the way Kubernetes DNS would: `<svc>`, `<svc>.<ns>` and
 //! `<svc>.<ns>.svc` grow into `<svc>.<ns>.svc.<cluster domain>`, a name that ends in one of the
 //! pod's search domains is also tried without it, and every candidate is also tried as the
 //! ServiceEntry wildcards that would cover it (`*.example.com`, `*.com`).
@@ -170,7 +170,7 @@ impl NameExpander {
             2 => &self.svc_domain,
             3 if name
                 .iter()
-                .last()
+                .next_back()
                 .is_some_and(|label| label.eq_ignore_ascii_case(b"svc")) =>
             {
                 &self.cluster_domain

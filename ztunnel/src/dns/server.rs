@@ -1,7 +1,7 @@
 //! The DNS proxy server: one per enrolled pod, on the UDP socket and TCP listener the caller
 //! opened in the pod's network namespace.
 //!
-//! Each message is parsed strictly ([`parse_query`]); A/AAAA queries for mesh names are
+//! Each message is parsed strictly (`message::parse_query`); A/AAAA queries for mesh names are
 //! answered here, everything else goes to the upstream resolvers. A malformed message costs its
 //! sender one FORMERR (or nothing) and never disturbs other queries: UDP forwarding runs in
 //! tasks bounded by a semaphore, TCP connections in tasks bounded by another, and a full server
@@ -39,6 +39,7 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     /// Namespace of the pod this proxy serves: bare names resolve to its Services.
+    /// [`DnsConfig::new`] derives `search_domains` from it; change both together.
     pub namespace: String,
     /// Kubernetes cluster domain, `cluster.local` by default.
     pub cluster_domain: String,
@@ -273,7 +274,7 @@ impl DnsProxy {
                 metrics.count_failure(failure);
                 // Error replies carry at most the question: they always fit plain DNS.
                 return Decision::Reply {
-                    reply,
+                    reply: *reply,
                     udp_limit: PLAIN_UDP_LIMIT,
                 };
             }

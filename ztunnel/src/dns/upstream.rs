@@ -16,11 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tracing::debug;
 
-use super::message::{upstream_answer, upstream_query};
+use super::message::{MAX_UDP_PAYLOAD, upstream_answer, upstream_query};
 use super::metrics::Failure;
-
-/// Largest DNS message over UDP or TCP (the TCP length prefix is 16 bits).
-const MAX_MESSAGE: usize = u16::MAX as usize;
 
 /// Makes the sockets the proxy queries upstream resolvers with.
 ///
@@ -121,9 +118,14 @@ impl Forwarder {
         let socket = self.sockets.udp(upstream)?;
         socket.connect(upstream).await?;
         socket.send(&packet).await?;
-        let mut buffer = vec![0; MAX_MESSAGE];
+        // One byte more than an answer may be, so an oversized one shows as such.
+        let mut buffer = vec![0; MAX_UDP_PAYLOAD + 1];
         let answer = loop {
             let len = socket.recv(&mut buffer).await?;
+            if len > MAX_UDP_PAYLOAD {
+                debug!(%upstream, len, "ignoring an answer larger than we asked for");
+                continue;
+            }
             if let Some(answer) = upstream_answer(&buffer[..len], sent) {
                 break answer;
             }

@@ -19,9 +19,16 @@ fn bytes(message: &Message) -> Vec<u8> {
     message.to_vec().unwrap()
 }
 
+fn with_payload(mut query: Message, payload: u16) -> Message {
+    let mut edns = Edns::new();
+    edns.set_max_payload(payload);
+    query.set_edns(edns);
+    query
+}
+
 fn rejected_with(bytes: &[u8]) -> (Message, Failure) {
     match parse_query(bytes) {
-        Err(Rejection::Reply { reply, failure }) => (reply, failure),
+        Err(Rejection::Reply { reply, failure }) => (*reply, failure),
         other => panic!("expected a reply, got {other:?}"),
     }
 }
@@ -72,6 +79,26 @@ fn question_count_other_than_one_is_formerr() {
         assert_eq!(reply.metadata.id, query.metadata.id);
         assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     }
+}
+
+#[test]
+fn header_counts_are_checked_before_decoding() {
+    // A bare header that claims 65535 questions.
+    let packet = [0x77, 0x77, 0x01, 0x00, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+    let (reply, failure) = rejected_with(&packet);
+    assert_eq!(failure, Failure::Malformed);
+    assert_eq!(reply.metadata.id, 0x7777);
+    assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
+}
+
+#[test]
+fn upstream_query_caps_the_advertised_payload() {
+    let client = with_payload(query_message(1, "a.example.", RecordType::A), 65000);
+    let upstream = upstream_query(&client, 2);
+    assert_eq!(upstream.metadata.id, 2);
+    assert_eq!(upstream.max_payload(), 4096);
+    let client = with_payload(query_message(1, "a.example.", RecordType::A), 1232);
+    assert_eq!(upstream_query(&client, 2).max_payload(), 1232);
 }
 
 #[test]
@@ -168,10 +195,7 @@ fn oversized_udp_reply_is_truncated() {
     assert_eq!(sent.queries, query.queries);
 
     // The same reply fits a client that advertises a large EDNS buffer.
-    let mut edns_query = query.clone();
-    let mut edns = Edns::new();
-    edns.set_max_payload(4096);
-    edns_query.set_edns(edns);
+    let edns_query = with_payload(query.clone(), 4096);
     let reply = mesh_answer(&edns_query, &found);
     let sent = Message::from_vec(&encode_udp(&reply, udp_limit(&edns_query)).unwrap()).unwrap();
     assert!(!sent.metadata.truncation);
