@@ -17,6 +17,9 @@ use tokio::sync::watch;
 use crate::pending::{PendingEntry, PendingSet};
 
 /// Drives a shutdown: waits for the trigger, starts the drain, waits for tracked tasks.
+///
+/// Only [`run`](Shutdown::run) moves the phases on: a `Shutdown` dropped without running
+/// never drains its watches.
 #[derive(Debug)]
 pub struct Shutdown {
     shared: Arc<Shared>,
