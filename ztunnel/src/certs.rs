@@ -165,11 +165,19 @@ mod tests {
         let web = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/web").unwrap();
         let other = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/other").unwrap();
 
-        assert!(certs.client_config(&web, &[other.clone()]).is_err());
+        assert!(
+            certs
+                .client_config(&web, std::slice::from_ref(&other))
+                .is_err()
+        );
         certs.acquire(&web).unwrap();
         certs.acquire(&web).unwrap();
         certs.ready(&web).await.unwrap();
-        assert!(certs.client_config(&web, &[other.clone()]).is_ok());
+        assert!(
+            certs
+                .client_config(&web, std::slice::from_ref(&other))
+                .is_ok()
+        );
         assert_eq!(certs.identities(), vec![web.clone()]);
 
         certs.release(&web);
