@@ -1,9 +1,19 @@
 //! Ambit's ztunnel: the node-level L4 proxy of the ambient mesh.
 //!
-//! So far: the in-pod redirection core ([`inpod`]) and the DNS proxy ([`dns`]); the binary,
-//! proxies and configuration come in later steps.
+//! One file per stage: [`config`] (file → state), [`certs`] (pod certificates), [`pods`]
+//! (enrollment), [`outbound`] (15001), [`inbound`] (15008), [`inbound_plaintext`] (15006),
+//! [`dns`] (15053), [`inpod`] (rules and sockets inside pod namespaces); [`app`] wires them.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod certs;
+pub mod config;
 pub mod dns;
+pub mod inbound;
+pub mod inbound_plaintext;
 pub mod inpod;
+pub mod names;
+pub mod outbound;
+pub mod pods;
+pub mod proxy;

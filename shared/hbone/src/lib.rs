@@ -36,7 +36,9 @@ pub use ambit_identity::tls::VerificationFailure;
 pub use authority::{AuthorityError, Target};
 pub use copy::{ByteCounters, Transferred, copy_bidirectional};
 pub use drain::{Drain, DrainSignal};
-pub use pool::{ClientTlsProvider, ConnectError, ConnectRequest, Pool, PoolConfig};
+pub use pool::{
+    ClientTlsProvider, ConnectError, ConnectRequest, Connector, DirectConnector, Pool, PoolConfig,
+};
 pub use server::{ConnectionError, Handler, InboundRequest, Responder, Server, ServerConfig};
 pub use settings::Keepalive;
 pub use stream::HboneStream;

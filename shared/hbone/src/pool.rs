@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use ambit_identity::SpiffeId;
 use ambit_identity::tls::VerificationFailure;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use h2::client::SendRequest;
 use h2::{Ping, PingPong};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
@@ -52,6 +54,19 @@ pub trait ClientTlsProvider: Send + Sync + 'static {
         expected: &[SpiffeId],
     ) -> Result<Arc<rustls::ClientConfig>, Box<dyn StdError + Send + Sync>>;
 }
+
+/// Opens the TCP connections a [`Pool`] runs TLS over.
+///
+/// The default, [`DirectConnector`], is `TcpStream::connect`; ztunnel swaps in one that makes
+/// its sockets inside a pod's network namespace with the mark its redirection rules skip.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects to `next_hop` (the HBONE server's `ip:15008`).
+    fn connect(&self, next_hop: SocketAddr) -> BoxFuture<'static, io::Result<TcpStream>>;
+}
+
+/// The default [`Connector`]: a plain `TcpStream::connect` in the caller's namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DirectConnector;
 
 /// Pool tuning; the defaults are HBONE's.
 #[derive(Debug, Clone)]
@@ -120,6 +135,7 @@ enum ErrorKind {
 
 struct PoolInner {
     tls: Arc<dyn ClientTlsProvider>,
+    connector: Arc<dyn Connector>,
     config: PoolConfig,
     keys: Mutex<HashMap<PoolKey, KeyEntry>>,
     next_connection_id: AtomicU64,
@@ -187,6 +203,22 @@ where
         expected: &[SpiffeId],
     ) -> Result<Arc<rustls::ClientConfig>, Box<dyn StdError + Send + Sync>> {
         self(source, expected)
+    }
+}
+
+impl<F, Fut> Connector for F
+where
+    F: Fn(SocketAddr) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<TcpStream>> + Send + 'static,
+{
+    fn connect(&self, next_hop: SocketAddr) -> BoxFuture<'static, io::Result<TcpStream>> {
+        Box::pin(self(next_hop))
+    }
+}
+
+impl Connector for DirectConnector {
+    fn connect(&self, next_hop: SocketAddr) -> BoxFuture<'static, io::Result<TcpStream>> {
+        Box::pin(TcpStream::connect(next_hop))
     }
 }
 
@@ -270,9 +302,19 @@ impl ConnectRequest {
 impl Pool {
     /// A pool that gets TLS client configurations from `tls`.
     pub fn new(tls: Arc<dyn ClientTlsProvider>, config: PoolConfig) -> Self {
+        Self::with_connector(tls, config, Arc::new(DirectConnector))
+    }
+
+    /// A pool that opens its TCP connections through `connector`.
+    pub fn with_connector(
+        tls: Arc<dyn ClientTlsProvider>,
+        config: PoolConfig,
+        connector: Arc<dyn Connector>,
+    ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 tls,
+                connector,
                 config,
                 keys: Mutex::new(HashMap::new()),
                 next_connection_id: AtomicU64::new(1),
@@ -369,7 +411,10 @@ impl Pool {
             .tls
             .client_config(&key.source, &key.expected)
             .map_err(ErrorKind::TlsConfig)?;
-        let tcp = TcpStream::connect(addr)
+        let tcp = self
+            .inner
+            .connector
+            .connect(addr)
             .await
             .map_err(|error| ErrorKind::Connect { addr, error })?;
         // Tunnelled bytes are often small interactive writes; don't let Nagle delay them.

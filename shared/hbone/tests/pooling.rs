@@ -362,3 +362,62 @@ async fn serve_stops_accepting_on_drain_and_waits_for_open_streams() {
     drop(open);
     within(serving).await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_are_opened_through_the_configured_connector() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let mesh = Mesh::new("cluster.local");
+    let server = TestServer::start(
+        mesh.server_tls(&server_id()),
+        echo_handler(),
+        ServerConfig::default(),
+    )
+    .await;
+    // The connector ignores the next hop it is given and dials the real server, so the
+    // tunnel only works if the pool really went through it.
+    let dialled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (seen, count, real) = (dialled.clone(), calls.clone(), server.addr);
+    let connector = move |next_hop: std::net::SocketAddr| {
+        seen.lock().unwrap().push(next_hop);
+        count.fetch_add(1, Ordering::SeqCst);
+        tokio::net::TcpStream::connect(real)
+    };
+    let pool = ambit_hbone::Pool::with_connector(
+        Arc::new(TestTls::new(&mesh, mesh.bundle.clone())),
+        PoolConfig::default(),
+        Arc::new(connector),
+    );
+    let unroutable: std::net::SocketAddr = "192.0.2.1:15008".parse().unwrap();
+    let request = |target: &str| {
+        ambit_hbone::ConnectRequest::new(
+            client_id(),
+            vec![server_id()],
+            unroutable,
+            target.parse().unwrap(),
+        )
+    };
+    let mut first = within(pool.connect(request("10.0.0.1:80"))).await.unwrap();
+    let data = payload(100);
+    assert_eq!(echo_round_trip(&mut first, &data).await, data);
+    let _second = within(pool.connect(request("10.0.0.2:80"))).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the second stream reuses the connection"
+    );
+    assert_eq!(*dialled.lock().unwrap(), vec![unroutable]);
+
+    // A failing connector surfaces as a connect error.
+    let failing = ambit_hbone::Pool::with_connector(
+        Arc::new(TestTls::new(&mesh, mesh.bundle.clone())),
+        PoolConfig::default(),
+        Arc::new(|_| async { Err(std::io::Error::other("no route from this netns")) }),
+    );
+    let err = within(failing.connect(request("10.0.0.1:80")))
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "{err}");
+}

@@ -1,0 +1,148 @@
+//! All of ztunnel's wiring, in one place: config → state, CA dir → certificates, node-agent
+//! socket → enrollment, admin/metrics/readiness servers, and SIGTERM drain.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use ambit_policy::Authorizer;
+use ambit_runtime::{AdminServer, ControlRuntime, Ready, Shutdown, serve_metrics, serve_readiness};
+use ambit_state::StateStore;
+use ambit_telemetry::{LogHandle, MetricsRegistry};
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+
+use crate::certs::{PodCertificates, load_ca};
+use crate::pods::{PodManager, node_resolvers};
+use crate::proxy::ProxyInputs;
+
+/// What the command line decided.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The static config file, watched for changes.
+    pub config: PathBuf,
+    /// This node's name (for logs; workloads carry their node).
+    pub node: String,
+    /// CA material in Istio's `cacerts` layout.
+    pub ca_dir: PathBuf,
+    /// Trust domain of pod identities.
+    pub trust_domain: String,
+    /// Where the node agent connects, if anywhere.
+    pub node_agent_socket: Option<PathBuf>,
+    /// Admin server address (keep it on localhost).
+    pub admin_addr: SocketAddr,
+    /// Prometheus metrics address.
+    pub metrics_addr: SocketAddr,
+    /// Readiness address.
+    pub readiness_addr: SocketAddr,
+    /// How long connections may finish after SIGTERM.
+    pub drain_grace: Duration,
+}
+
+/// Runs ztunnel until SIGTERM/SIGINT (or admin `/quitquitquit`) and the drain are over.
+pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
+    let shutdown = Shutdown::new(options.drain_grace).context("installing signal handlers")?;
+    let ready = Ready::new();
+    let config_ready = ready.register("config");
+    let certificates_ready = ready.register("certificates");
+
+    let text = std::fs::read_to_string(&options.config)
+        .with_context(|| format!("reading {}", options.config.display()))?;
+    let snapshot = crate::config::parse(&text)
+        .with_context(|| format!("config {}", options.config.display()))?;
+    let root_namespace = snapshot.root_namespace().to_owned();
+    let state = Arc::new(StateStore::new(snapshot));
+    tokio::spawn(crate::config::watch(
+        options.config.clone(),
+        state.clone(),
+        text,
+    ));
+    config_ready.done();
+
+    // Local mode: ztunnel signs its own pods' CSRs with the CA from --ca-dir, standing in for
+    // the controller's CA (issue 5) until the CSR client to the controller exists.
+    let ca = load_ca(&options.ca_dir, &options.trust_domain)?;
+    let bundle = ca.trust_bundle().context("trust bundle")?;
+    let certs = Arc::new(PodCertificates::new(Arc::new(ca), bundle));
+
+    let inputs = Arc::new(ProxyInputs {
+        state: state.clone(),
+        certs: certs.clone(),
+        authorizer: Authorizer::new(root_namespace),
+        trust_domain: options.trust_domain.clone(),
+        next_endpoint: AtomicUsize::new(0),
+    });
+    let pods = Arc::new(PodManager::new(inputs, node_resolvers()));
+
+    match &options.node_agent_socket {
+        Some(path) => {
+            // A socket file left by a previous run would make bind fail.
+            if path.exists() {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing stale socket {}", path.display()))?;
+            }
+            let server = ambit_cni::server::Server::bind(path)
+                .with_context(|| format!("node-agent socket {}", path.display()))?;
+            tokio::spawn(server.serve_ztunnel(pods.clone()));
+            // Ready once the agent's first snapshot is served, certificates included.
+            let mut synced = pods.synced();
+            tokio::spawn(async move {
+                if synced.wait_for(|synced| *synced).await.is_ok() {
+                    certificates_ready.done();
+                }
+            });
+        }
+        None => {
+            warn!("no --node-agent-socket: no pod will be enrolled");
+            certificates_ready.done();
+        }
+    }
+
+    let control = ControlRuntime::start("ztunnel-control").context("control runtime")?;
+    let admin = AdminServer::new(shutdown.trigger())
+        .logging(logging)
+        .config_dump({
+            let state = state.clone();
+            move || {
+                let snapshot = state.load();
+                fn dump<T: serde::Serialize>(items: &[Arc<T>]) -> Vec<&T> {
+                    items.iter().map(Arc::as_ref).collect()
+                }
+                serde_json::json!({
+                    "version": state.version(),
+                    "workloads": dump(snapshot.workloads()),
+                    "services": dump(snapshot.services()),
+                    "authorizationPolicies": dump(snapshot.policies()),
+                    "peerAuthentications": dump(snapshot.peer_authentications()),
+                })
+            }
+        })
+        .certs({
+            let certs = certs.clone();
+            move || {
+                let ids: Vec<String> = certs.identities().iter().map(ToString::to_string).collect();
+                serde_json::json!({ "identities": ids })
+            }
+        });
+    let admin_listener = bind(options.admin_addr)?;
+    let metrics_listener = bind(options.metrics_addr)?;
+    let readiness_listener = bind(options.readiness_addr)?;
+    let registry = Arc::new(MetricsRegistry::new());
+    control.spawn(admin.serve(admin_listener, shutdown.watch()));
+    control.spawn(serve_metrics(metrics_listener, registry, shutdown.watch()));
+    control.spawn(serve_readiness(readiness_listener, ready, shutdown.watch()));
+    info!(node = %options.node, "ztunnel started");
+
+    let report = shutdown.run().await;
+    pods.unenroll_all().await;
+    info!(?report, "ztunnel stopped");
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}

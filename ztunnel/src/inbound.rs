@@ -1,0 +1,153 @@
+//! Inbound HBONE (15008): mTLS tunnels into the pod.
+//!
+//! Per CONNECT: the `:authority` must be this pod (unless this pod is the target's waypoint)
+//! → `400`; L4 authorization with the peer's SPIFFE identity → `401` on deny; connect to the
+//! app inside the pod's namespace under the client's own IP → `503` if that fails; only then
+//! `200`, and bytes are copied until both sides are done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ambit_hbone::{
+    ByteCounters, DrainSignal, InboundRequest, Responder, Server, ServerConfig, Target,
+    copy_bidirectional,
+};
+use ambit_policy::Connection;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+use crate::inpod::connect_marked_from;
+use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr, canonical_ip};
+
+/// Why a tunnel was refused before reaching the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The target is not this pod (and this pod is not its waypoint), or is a ztunnel port.
+    WrongDestination,
+    /// The destination workload is not in the config yet.
+    UnknownWorkload,
+    /// Denied by an AuthorizationPolicy.
+    Denied,
+}
+
+/// Serves HBONE on `listener` with the pod's certificate until the future is dropped; `drain`
+/// sends GOAWAY on every connection.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    inputs: Arc<ProxyInputs>,
+    pod: Arc<PodContext>,
+    drain: DrainSignal,
+) {
+    let handler = move |request: InboundRequest, responder: Responder| {
+        let (inputs, pod) = (inputs.clone(), pod.clone());
+        async move { handle(request, responder, &inputs, &pod).await }
+    };
+    Server::new(tls, handler, ServerConfig::default())
+        .serve(listener, drain)
+        .await;
+}
+
+/// The checks before connecting upstream: destination and policy.
+pub fn admit(
+    inputs: &ProxyInputs,
+    pod: &PodContext,
+    local: SocketAddr,
+    remote: SocketAddr,
+    target: SocketAddr,
+    peer: &ambit_identity::SpiffeId,
+) -> Result<(), Refusal> {
+    if OWN_PORTS.contains(&target.port()) {
+        return Err(Refusal::WrongDestination);
+    }
+    let snapshot = inputs.state.load();
+    let Some(workload) = snapshot.workload_by_uid(&pod.uid) else {
+        return Err(Refusal::UnknownWorkload);
+    };
+    // The connection arrived on this pod's address; the target must be one of its IPs.
+    let own = target.ip() == canonical_ip(local.ip()) || workload.ips().contains(&target.ip());
+    if !own && !snapshot.is_waypoint_for(workload, target) {
+        return Err(Refusal::WrongDestination);
+    }
+    let connection = Connection {
+        source_identity: Some(peer.clone()),
+        source_ip: canonical_ip(remote.ip()),
+        destination_ip: target.ip(),
+        destination_port: target.port(),
+    };
+    let decision = inputs.authorizer.evaluate_l4(
+        snapshot.policies().iter().map(Arc::as_ref),
+        workload,
+        &connection,
+    );
+    if decision.is_allowed() {
+        Ok(())
+    } else {
+        info!(pod = %pod.name, peer = %peer, %target, ?decision, "HBONE connection denied by policy");
+        Err(Refusal::Denied)
+    }
+}
+
+async fn handle(
+    request: InboundRequest,
+    responder: Responder,
+    inputs: &ProxyInputs,
+    pod: &PodContext,
+) {
+    let Target::Socket(target) = request.target().clone() else {
+        debug!(pod = %pod.name, target = %request.target(), "HBONE target is a hostname");
+        responder.reject(StatusCode::BAD_REQUEST);
+        return;
+    };
+    let target = canonical_addr(target);
+    let remote = canonical_addr(request.remote_addr());
+    if let Err(refusal) = admit(
+        inputs,
+        pod,
+        request.local_addr(),
+        remote,
+        target,
+        request.peer_identity(),
+    ) {
+        let status = match refusal {
+            Refusal::WrongDestination => StatusCode::BAD_REQUEST,
+            Refusal::UnknownWorkload => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Denied => StatusCode::UNAUTHORIZED,
+        };
+        responder.reject(status);
+        return;
+    }
+    // The app sees the client's IP, as it would without the mesh.
+    let source = SocketAddr::new(remote.ip(), 0);
+    let mut upstream = match connect_marked_from(&pod.netns, source, target).await {
+        Ok(upstream) => upstream,
+        Err(err) => {
+            info!(pod = %pod.name, %target, %err, "app unreachable");
+            responder.reject(StatusCode::SERVICE_UNAVAILABLE);
+            return;
+        }
+    };
+    let mut headers = HeaderMap::new();
+    let baggage = format!(
+        "k8s.namespace.name={},k8s.pod.name={}",
+        pod.namespace, pod.name
+    );
+    if let Ok(value) = HeaderValue::try_from(baggage) {
+        headers.insert("baggage", value);
+    }
+    let mut tunnel = match responder.accept(headers) {
+        Ok(tunnel) => tunnel,
+        Err(err) => {
+            debug!(pod = %pod.name, %err, "client went away before 200");
+            return;
+        }
+    };
+    let counters = ByteCounters::default();
+    match copy_bidirectional(&mut tunnel, &mut upstream, &counters).await {
+        Ok(done) => {
+            debug!(pod = %pod.name, peer = %request.peer_identity(), %target, ?done, "inbound HBONE done")
+        }
+        Err(err) => debug!(pod = %pod.name, %target, %err, "inbound HBONE failed"),
+    }
+}

@@ -1,0 +1,65 @@
+//! The `ztunnel` binary: command-line arguments, logging, then `app::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ambit_ztunnel::app::{Options, run};
+use clap::Parser;
+
+/// Ambit's node-level L4 proxy.
+#[derive(Debug, Parser)]
+#[command(name = "ztunnel", version)]
+struct Args {
+    /// Static config file (workloads, services, policies), watched and reloaded.
+    #[arg(long)]
+    config: PathBuf,
+    /// This node's name.
+    #[arg(long)]
+    node: String,
+    /// CA directory in Istio's cacerts layout (root-cert.pem, ca-cert.pem, ca-key.pem,
+    /// optional cert-chain.pem); ztunnel signs its own pods' certificates with it.
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// Trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Unix socket the node agent enrolls pods through.
+    #[arg(long)]
+    node_agent_socket: Option<PathBuf>,
+    /// Admin server address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+    /// Prometheus metrics address.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
+    /// Readiness address (`/healthz/ready`).
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    readiness_addr: SocketAddr,
+    /// Seconds connections may finish after SIGTERM.
+    #[arg(long, default_value_t = 5)]
+    drain_seconds: u64,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let logging = ambit_telemetry::init_logging("info", args.log_json)?;
+    let options = Options {
+        config: args.config,
+        node: args.node,
+        ca_dir: args.ca_dir,
+        trust_domain: args.trust_domain,
+        node_agent_socket: args.node_agent_socket,
+        admin_addr: args.admin_addr,
+        metrics_addr: args.metrics_addr,
+        readiness_addr: args.readiness_addr,
+        drain_grace: Duration::from_secs(args.drain_seconds),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(options, logging))
+}

@@ -1,0 +1,257 @@
+//! Outbound (15001): connections the pod's apps make, captured by the pod's rules.
+//!
+//! Per connection: original destination → state lookup → one of
+//! - waypoint bound to the destination: HBONE to the waypoint, `:authority` = what the app
+//!   dialled (VIP:port or pod IP:port), expecting the waypoint's identity;
+//! - mesh workload (directly, or a service endpoint picked round robin with the service port
+//!   translated to its target port): HBONE to `podIP:15008` with the source pod's certificate,
+//!   expecting the destination's identity (plus the service's declared SANs);
+//! - workload not enrolled: plain TCP to it;
+//! - unknown destination: passthrough TCP to the original destination.
+//!
+//! Every socket is made inside the pod's namespace with ztunnel's mark.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ambit_hbone::{ByteCounters, ConnectRequest, Target, copy_bidirectional};
+use ambit_identity::SpiffeId;
+use ambit_model::{WaypointRef, Workload};
+use ambit_state::{Destination, Snapshot};
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use crate::inpod::{HBONE_PORT, connect_marked, original_destination};
+use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr, reset};
+
+/// Where one outbound connection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// HBONE through `next_hop` (a ztunnel's or waypoint's `ip:15008`).
+    Hbone {
+        /// The HBONE server to connect to.
+        next_hop: SocketAddr,
+        /// The `:authority` of the CONNECT.
+        target: SocketAddr,
+        /// Identities the server may present.
+        expected: Vec<SpiffeId>,
+        /// The service hostname, when the app dialled a service (for `forwarded;host=`).
+        service_host: Option<String>,
+    },
+    /// Plain TCP to this address.
+    Tcp(SocketAddr),
+    /// Refuse the connection.
+    Refuse(&'static str),
+}
+
+/// Accepts and proxies the pod's outbound connections until the future is dropped.
+pub async fn serve(listener: TcpListener, inputs: Arc<ProxyInputs>, pod: Arc<PodContext>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                warn!(pod = %pod.name, %err, "outbound accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (inputs, pod) = (inputs.clone(), pod.clone());
+        tokio::spawn(async move {
+            handle(stream, canonical_addr(peer), &inputs, &pod).await;
+        });
+    }
+}
+
+/// Decides where a connection from `client` to `original` goes.
+pub fn route(snapshot: &Snapshot, original: SocketAddr, next_endpoint: usize) -> Route {
+    if OWN_PORTS.contains(&original.port()) {
+        return Route::Refuse("destination is a ztunnel port");
+    }
+    let destination = snapshot.resolve(original);
+    if let Some(waypoint) = snapshot.waypoint(&destination) {
+        let service_host = match &destination {
+            Destination::Service { service, .. } => Some(service.hostname().to_owned()),
+            _ => None,
+        };
+        return match waypoint_address(waypoint, original) {
+            Some(next_hop) => Route::Hbone {
+                next_hop,
+                target: original,
+                expected: vec![waypoint.identity.clone()],
+                service_host,
+            },
+            None => Route::Refuse("waypoint has no address"),
+        };
+    }
+    match destination {
+        Destination::Service { service, port } => {
+            match snapshot.pick_endpoint(&service, port.port, original.ip(), next_endpoint) {
+                Some(upstream) => {
+                    let target = SocketAddr::new(upstream.ip, upstream.port);
+                    let mut expected = vec![upstream.workload.identity().clone()];
+                    expected.extend(service.subject_alt_names().iter().cloned());
+                    workload_route(
+                        &upstream.workload,
+                        target,
+                        expected,
+                        Some(service.hostname().to_owned()),
+                    )
+                }
+                None => Route::Refuse("service has no healthy endpoint"),
+            }
+        }
+        Destination::Workload(workload) => {
+            let expected = vec![workload.identity().clone()];
+            workload_route(&workload, original, expected, None)
+        }
+        Destination::Unknown => Route::Tcp(original),
+    }
+}
+
+fn workload_route(
+    workload: &Workload,
+    target: SocketAddr,
+    expected: Vec<SpiffeId>,
+    service_host: Option<String>,
+) -> Route {
+    if workload.is_enrolled() {
+        Route::Hbone {
+            next_hop: SocketAddr::new(target.ip(), HBONE_PORT),
+            target,
+            expected,
+            service_host,
+        }
+    } else {
+        Route::Tcp(target)
+    }
+}
+
+fn waypoint_address(waypoint: &WaypointRef, original: SocketAddr) -> Option<SocketAddr> {
+    waypoint
+        .addresses
+        .iter()
+        .find(|addr| addr.is_ipv4() == original.is_ipv4())
+        .or_else(|| waypoint.addresses.first())
+        .copied()
+}
+
+async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs, pod: &PodContext) {
+    let original = match original_destination(&stream) {
+        Ok(original) => canonical_addr(original),
+        Err(err) => {
+            warn!(pod = %pod.name, %err, "outbound connection without an original destination");
+            reset(stream);
+            return;
+        }
+    };
+    let route = {
+        let snapshot = inputs.state.load();
+        let n = inputs.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        route(&snapshot, original, n)
+    };
+    debug!(pod = %pod.name, %client, %original, ?route, "outbound");
+    let counters = ByteCounters::default();
+    let result = match route {
+        Route::Refuse(reason) => {
+            info!(pod = %pod.name, %client, %original, reason, "outbound connection refused");
+            reset(stream);
+            return;
+        }
+        Route::Tcp(target) => match connect_marked(&pod.netns, target).await {
+            Ok(mut upstream) => copy(&mut stream, &mut upstream, &counters).await,
+            Err(err) => {
+                info!(pod = %pod.name, %target, %err, "passthrough connect failed");
+                reset(stream);
+                return;
+            }
+        },
+        Route::Hbone {
+            next_hop,
+            target,
+            expected,
+            service_host,
+        } => {
+            let request = ConnectRequest::new(
+                pod.identity.clone(),
+                expected,
+                next_hop,
+                Target::Socket(target),
+            );
+            let request = with_headers(request, client, service_host.as_deref(), inputs, pod);
+            match pod.pool.connect(request).await {
+                Ok(mut tunnel) => copy(&mut stream, &mut tunnel, &counters).await,
+                Err(err) => {
+                    info!(pod = %pod.name, %next_hop, %target, %err, "HBONE connect failed");
+                    reset(stream);
+                    return;
+                }
+            }
+        }
+    };
+    match result {
+        Ok(()) => debug!(
+            pod = %pod.name, %original,
+            sent = counters.a_to_b(), received = counters.b_to_a(), "outbound connection done"
+        ),
+        Err(err) => debug!(pod = %pod.name, %original, %err, "outbound connection failed"),
+    }
+}
+
+async fn copy<B>(
+    stream: &mut TcpStream,
+    upstream: &mut B,
+    counters: &ByteCounters,
+) -> std::io::Result<()>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    copy_bidirectional(stream, upstream, counters)
+        .await
+        .map(drop)
+}
+
+/// `forwarded: for="<client>"[;host=<service>]` and the source's `baggage` (DESIGN §3).
+fn with_headers(
+    request: ConnectRequest,
+    client: SocketAddr,
+    service_host: Option<&str>,
+    inputs: &ProxyInputs,
+    pod: &PodContext,
+) -> ConnectRequest {
+    let mut forwarded = format!("for=\"{client}\"");
+    if let Some(host) = service_host {
+        forwarded.push_str(";host=");
+        forwarded.push_str(host);
+    }
+    let snapshot = inputs.state.load();
+    let baggage = match snapshot.workload_by_uid(&pod.uid) {
+        Some(workload) => format!(
+            "k8s.namespace.name={},k8s.pod.name={},service.name={},service.version={}",
+            workload.namespace(),
+            workload.name(),
+            workload.canonical_name(),
+            workload.canonical_revision()
+        ),
+        None => format!(
+            "k8s.namespace.name={},k8s.pod.name={}",
+            pod.namespace, pod.name
+        ),
+    };
+    let mut request = request;
+    match HeaderValue::try_from(forwarded) {
+        Ok(value) => request = request.with_forwarded(value),
+        Err(err) => debug!(%err, "forwarded header not representable"),
+    }
+    match HeaderValue::try_from(baggage) {
+        Ok(value) => request = request.with_baggage(value),
+        Err(err) => debug!(%err, "baggage header not representable"),
+    }
+    request
+}
+
+#[cfg(test)]
+#[path = "outbound_tests.rs"]
+mod tests;
