@@ -195,30 +195,34 @@ fn is_blank(text: &str) -> bool {
 }
 
 /// One document → one resource; `Ok(None)` for an empty document.
-fn parse_document(text: &str) -> Result<Option<Resource>, DocumentError> {
-    let mut value: Value = serde_yaml_ng::from_str(text).map_err(|err| DocumentError {
-        category: Category::MalformedYaml,
-        object: ObjectContext::default(),
-        field: None,
-        message: format!("malformed YAML: {err}"),
+fn parse_document(text: &str) -> Result<Option<Resource>, Box<DocumentError>> {
+    let mut value: Value = serde_yaml_ng::from_str(text).map_err(|err| {
+        Box::new(DocumentError {
+            category: Category::MalformedYaml,
+            object: ObjectContext::default(),
+            field: None,
+            message: format!("malformed YAML: {err}"),
+        })
     })?;
     let Some(mapping) = value.as_mapping_mut() else {
         if value.is_null() {
             return Ok(None);
         }
-        return Err(DocumentError {
+        return Err(Box::new(DocumentError {
             category: Category::InvalidObject,
             object: ObjectContext::default(),
             field: None,
             message: "a document must be a mapping (a Kubernetes object)".into(),
-        });
+        }));
     };
     let mut object = ObjectContext::default();
-    let invalid = |object: &ObjectContext, field: &str, message: String| DocumentError {
-        category: Category::InvalidObject,
-        object: object.clone(),
-        field: Some(field.to_owned()),
-        message,
+    let invalid = |object: &ObjectContext, field: &str, message: String| {
+        Box::new(DocumentError {
+            category: Category::InvalidObject,
+            object: object.clone(),
+            field: Some(field.to_owned()),
+            message,
+        })
     };
     let kind_name = string_field(mapping, "kind");
     object.kind = kind_name.clone();
@@ -232,12 +236,12 @@ fn parse_document(text: &str) -> Result<Option<Resource>, DocumentError> {
     object.name = string_field(metadata, "name");
     let Some(kind) = Kind::from_type(&api_version, &kind_name) else {
         object.namespace = string_field(metadata, "namespace");
-        return Err(DocumentError {
+        return Err(Box::new(DocumentError {
             category: Category::UnknownKind,
             object,
             field: None,
             message: format!("unknown kind {kind_name:?} of apiVersion {api_version:?}"),
-        });
+        }));
     };
     if kind.is_namespaced() {
         if string_field(metadata, "namespace").is_none() {
@@ -248,11 +252,13 @@ fn parse_document(text: &str) -> Result<Option<Resource>, DocumentError> {
     if object.name.as_deref().is_none_or(str::is_empty) {
         return Err(invalid(&object, "metadata.name", "is required".into()));
     }
-    let resource = decode_resource(kind, value).map_err(|(field, message)| DocumentError {
-        category: Category::InvalidObject,
-        object: object.clone(),
-        field,
-        message,
+    let resource = decode_resource(kind, value).map_err(|(field, message)| {
+        Box::new(DocumentError {
+            category: Category::InvalidObject,
+            object: object.clone(),
+            field,
+            message,
+        })
     })?;
     Ok(Some(resource))
 }

@@ -1,7 +1,6 @@
 //! [`FolderSource`]: the folder watched with `notify`, debounced, reread whole on each change.
 
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -69,26 +68,24 @@ impl FolderSource {
 }
 
 impl Source for FolderSource {
-    fn next_snapshot(&mut self) -> impl Future<Output = Option<Snapshot>> + Send {
-        async move {
-            if self.started {
-                self.changes.recv().await?;
-                // Changes that arrived meanwhile are covered by this reread.
-                while self.changes.try_recv().is_ok() {}
-            }
-            self.started = true;
-            let dir = self.dir.clone();
-            let snapshot = tokio::task::spawn_blocking(move || load_dir(&dir))
-                .await
-                .ok()?;
-            tracing::debug!(
-                dir = %self.dir.display(),
-                objects = snapshot.resources.len(),
-                errors = snapshot.errors.len(),
-                "folder read"
-            );
-            Some(snapshot)
+    async fn next_snapshot(&mut self) -> Option<Snapshot> {
+        if self.started {
+            self.changes.recv().await?;
+            // Changes that arrived meanwhile are covered by this reread.
+            while self.changes.try_recv().is_ok() {}
         }
+        self.started = true;
+        let dir = self.dir.clone();
+        let snapshot = tokio::task::spawn_blocking(move || load_dir(&dir))
+            .await
+            .ok()?;
+        tracing::debug!(
+            dir = %self.dir.display(),
+            objects = snapshot.resources.len(),
+            errors = snapshot.errors.len(),
+            "folder read"
+        );
+        Some(snapshot)
     }
 }
 
