@@ -1,5 +1,7 @@
 //! Fixture tests: YAML in `tests/fixtures`, translated, checked rule by rule.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use ambit_controller::local::{collect, parse_file};
