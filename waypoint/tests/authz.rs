@@ -38,7 +38,8 @@ async fn allow_deny_matrix() {
         )
     })
     .await;
-    let cases: &[(&str, &str, &str, &[(&str, &str)], u16)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+    let cases: &[Case<'_>] = &[
         ("client", "GET", "/public/a", &[], 200),
         ("client", "GET", "/public/a/b", &[], 200),
         ("client", "POST", "/public/a", &[], 403),

@@ -86,7 +86,8 @@ fn method_headers_and_query_break_ties() {
         ]),
     )])
     .unwrap();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("GET", "/", &[], "plain"),
         ("GET", "/", &[("x-a", "1")], "one-header"),
         ("GET", "/", &[("x-a", "1"), ("x-b", "bbb")], "two-headers"),

@@ -95,7 +95,7 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     match behavior {
-        Behavior::FailEveryOther if n % 2 == 0 => {
+        Behavior::FailEveryOther if n.is_multiple_of(2) => {
             return Response::builder()
                 .status(StatusCode::SERVICE_UNAVAILABLE)
                 .header("x-backend", name)
