@@ -1,0 +1,41 @@
+//! The Ambit waypoint: the per-namespace L7 proxy of the ambient mesh.
+//!
+//! A client's ztunnel sends HBONE to the waypoint with `:authority` = the original
+//! destination (service VIP:port or pod IP:port). The waypoint authorizes each HTTP request
+//! against the AuthorizationPolicies targeting the service or the waypoint, routes it by
+//! HTTPRoute, picks an endpoint and re-originates HBONE to that endpoint's ztunnel with its
+//! own certificate. Ports declared TCP (or detected as non-HTTP) are proxied as opaque bytes
+//! under L4 policy.
+//!
+//! Where things happen:
+//! - [`app`]: wiring (HBONE server, client pool, stack);
+//! - [`stack`]: every phase of a tunnel and of a request, top to bottom;
+//! - [`detect`]: HTTP/1, h2c or opaque;
+//! - [`authz`]: which policies apply, request attributes;
+//! - [`route`]: rule selection by Gateway API precedence, and [`route::filters`];
+//! - [`balance`], [`retry`]: backend/endpoint choice, retry decisions and backoff;
+//! - [`upstream`]: HBONE + HTTP/1.1 or HTTP/2 to endpoints;
+//! - [`errors`]: the only place failures become responses;
+//! - [`config`]: the static YAML file, reloaded on change.
+//!
+//! Not yet implemented (issue 4): the controller's gRPC config and the 15000/15020/15021
+//! servers, WebSocket/Upgrade, RequestAuthentication (JWT), GRPCRoute, VirtualService,
+//! DestinationRule (LB algorithms, connection pools, outlier detection), RequestMirror,
+//! rate limiting, metrics and tracing.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod authz;
+pub mod balance;
+pub mod config;
+pub mod detect;
+pub mod errors;
+pub mod retry;
+pub mod route;
+pub mod stack;
+pub mod upstream;
+
+pub use app::{StartError, Waypoint, WaypointOptions};
+pub use config::{ConfigHandle, ConfigWatcher, Snapshot};
+pub use errors::{ProxyError, ResponseFlag};
+pub use stack::HttpLimits;

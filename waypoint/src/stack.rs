@@ -1,0 +1,927 @@
+//! The whole L7 stack, top to bottom, one phase per function (in the spirit of pingora's
+//! phase chart):
+//!
+//! ```text
+//! per tunnel:   accept HBONE ─► resolve destination ─► detect protocol ─┬─► serve HTTP (h1/h2c)
+//!                                                                       └─► serve TCP (L4 policy, copy)
+//! per request:  authorize ─► route ─► request filters ─► [pick backend ─► pick endpoint ─► upstream
+//!               (retries, timeouts)] ─► response filters ─► log
+//! ```
+//!
+//! Failures of any phase are [`ProxyError`]s and become responses only in
+//! [`crate::errors::respond`].
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ambit_hbone::{ByteCounters, HboneStream, InboundRequest, Responder, Target};
+use ambit_identity::SpiffeId;
+use ambit_model::{AppProtocol, Workload};
+use ambit_policy::Connection;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::Notify;
+use tracing::{debug, info};
+
+use crate::authz::{self, HttpAttributes};
+use crate::balance::{self, EndpointTarget};
+use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
+use crate::detect::{self, Detected, PrefixedIo};
+use crate::errors::{self, ProxyError, ResponseBody, ResponseFlag};
+use crate::retry;
+use crate::route::filters::{self, RequestOutcome};
+use crate::route::{CompiledRule, Selection};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamProtocol};
+
+/// Limits on downstream HTTP, against slow or oversized clients.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HttpLimits {
+    /// Largest request head (request line and headers) in bytes; beyond → `431`.
+    pub max_header_bytes: usize,
+    /// Most request headers; beyond → `431`.
+    pub max_headers: usize,
+    /// Time allowed to receive a request head (HTTP/1.1, slowloris); then the connection closes.
+    pub header_read_timeout: Duration,
+    /// Requests served on one downstream connection before it is closed gracefully.
+    pub max_requests_per_connection: Option<u32>,
+    /// How long to wait for the first bytes of a tunnel to a port of unknown protocol.
+    pub protocol_detection_timeout: Duration,
+    /// Largest request body buffered so a request can be retried; beyond → `413`.
+    pub max_retry_body_bytes: usize,
+}
+
+/// The L7 proxy behind the HBONE server.
+#[derive(Debug)]
+pub struct Stack {
+    config: ConfigHandle,
+    upstream: Upstream,
+    limits: HttpLimits,
+}
+
+/// Where a tunnel goes, resolved from its `:authority`.
+#[derive(Debug, Clone)]
+struct Destination {
+    target: SocketAddr,
+    /// The service, when addressed by VIP.
+    service: Option<Arc<ServiceEntry>>,
+    /// The pod, when addressed by pod IP.
+    pod: Option<Arc<Workload>>,
+    protocol: AppProtocol,
+}
+
+/// What every request of one tunnel shares.
+#[derive(Debug)]
+struct Tunnel {
+    destination: Destination,
+    client_identity: SpiffeId,
+    client_ip: IpAddr,
+    served: AtomicU32,
+    close: Notify,
+}
+
+/// One line of the access log, filled in as the request moves through the phases.
+#[derive(Debug, Default)]
+struct RequestLog {
+    route: Option<String>,
+    backend: Option<String>,
+    endpoint: Option<SocketAddr>,
+    tries: u32,
+    flag: Option<ResponseFlag>,
+    error: Option<String>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 60 * 1024,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            max_requests_per_connection: None,
+            protocol_detection_timeout: Duration::from_secs(1),
+            max_retry_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Stack {
+    /// A stack reading config from `config` and sending upstream with `upstream`.
+    pub fn new(config: ConfigHandle, upstream: Upstream, limits: HttpLimits) -> Self {
+        Self {
+            config,
+            upstream,
+            limits,
+        }
+    }
+
+    // ─── Phase 1: accept HBONE ──────────────────────────────────────────────────────────
+
+    /// Handles one CONNECT: resolves where it goes and serves it as HTTP or TCP. Refusals
+    /// before the tunnel opens use HBONE's codes (`400` unknown form, `503` unknown
+    /// destination, `401` denied TCP).
+    pub async fn on_connect(self: Arc<Self>, request: InboundRequest, responder: Responder) {
+        let snapshot = self.config.load();
+        let destination = match resolve_destination(&snapshot, request.target()) {
+            Ok(destination) => destination,
+            Err(status) => {
+                debug!(target = %request.target(), %status, "refusing tunnel");
+                responder.reject(status);
+                return;
+            }
+        };
+        let tunnel = Arc::new(Tunnel {
+            client_identity: request.peer_identity().clone(),
+            client_ip: client_ip(&request),
+            destination,
+            served: AtomicU32::new(0),
+            close: Notify::new(),
+        });
+        match tunnel.destination.protocol {
+            AppProtocol::Tcp => self.serve_tcp(&snapshot, tunnel, responder).await,
+            protocol => {
+                let stream = match responder.accept(HeaderMap::new()) {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        debug!(%err, "could not open tunnel");
+                        return;
+                    }
+                };
+                self.detect_and_serve(stream, tunnel, protocol.is_http())
+                    .await;
+            }
+        }
+    }
+
+    // ─── Phase 2: protocol ──────────────────────────────────────────────────────────────
+
+    /// Reads the first bytes: h2 preface → HTTP/2, request line → HTTP/1.1. On a declared
+    /// HTTP port anything else is HTTP/1.1 too (and gets `400`); on an undeclared port it is
+    /// opaque TCP.
+    async fn detect_and_serve(
+        self: Arc<Self>,
+        mut stream: HboneStream,
+        tunnel: Arc<Tunnel>,
+        declared_http: bool,
+    ) {
+        let timeout = if declared_http {
+            self.limits.header_read_timeout
+        } else {
+            self.limits.protocol_detection_timeout
+        };
+        let (detected, prefix) = match detect::detect(&mut stream, timeout).await {
+            Ok(result) => result,
+            Err(err) => {
+                debug!(%err, "tunnel failed during protocol detection");
+                return;
+            }
+        };
+        let io = PrefixedIo::new(prefix, stream);
+        match (detected, declared_http) {
+            (Detected::Http2, _) => self.serve_http(io, tunnel, true).await,
+            (Detected::Http1, _) | (Detected::Opaque, true) => {
+                self.serve_http(io, tunnel, false).await
+            }
+            (Detected::Opaque, false) => {
+                let snapshot = self.config.load();
+                self.copy_opaque(&snapshot, io, &tunnel).await;
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on the tunnel until the client is done, the header-read
+    /// timeout passes, or the per-connection request limit is reached.
+    async fn serve_http(
+        self: Arc<Self>,
+        io: PrefixedIo<HboneStream>,
+        tunnel: Arc<Tunnel>,
+        h2: bool,
+    ) {
+        let stack = self.clone();
+        let conn_tunnel = tunnel.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let stack = stack.clone();
+            let tunnel = conn_tunnel.clone();
+            async move { Ok::<_, Infallible>(stack.handle_request(&tunnel, request).await) }
+        });
+        let io = TokioIo::new(io);
+        let limits = &self.limits;
+        let result = if h2 {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            let connection = builder.serve_connection(io, service);
+            run_until_closed(connection, &tunnel, |c| c.graceful_shutdown()).await
+        } else {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .max_headers(limits.max_headers)
+                .max_header_size(limits.max_header_bytes)
+                .header_read_timeout(limits.header_read_timeout);
+            let connection = builder.serve_connection(io, service);
+            run_until_closed(connection, &tunnel, |c| c.graceful_shutdown()).await
+        };
+        if let Err(err) = result {
+            // Malformed requests were answered by hyper (400/431) before the connection ended.
+            info!(%err, destination = %tunnel.destination.target, "downstream HTTP connection ended with an error");
+        }
+    }
+
+    // ─── Opaque TCP ────────────────────────────────────────────────────────────────────
+
+    /// A declared TCP port: L4 policy, then a tunnel to an endpoint, then the client's
+    /// tunnel is accepted and bytes are copied.
+    async fn serve_tcp(&self, snapshot: &Snapshot, tunnel: Arc<Tunnel>, responder: Responder) {
+        if let Err(status) = self.authorize_tcp(snapshot, &tunnel) {
+            responder.reject(status);
+            return;
+        }
+        let Some(endpoint) = pick_tcp_endpoint(snapshot, &tunnel.destination) else {
+            responder.reject(StatusCode::SERVICE_UNAVAILABLE);
+            return;
+        };
+        let mut upstream = match self.upstream.tunnel(&endpoint).await {
+            Ok(upstream) => upstream,
+            Err(err) => {
+                info!(%err, endpoint = %endpoint.addr, "TCP upstream failed");
+                responder.reject(StatusCode::SERVICE_UNAVAILABLE);
+                return;
+            }
+        };
+        let Ok(mut downstream) = responder.accept(HeaderMap::new()) else {
+            return;
+        };
+        copy(&mut downstream, &mut upstream, &tunnel, &endpoint).await;
+    }
+
+    /// Opaque bytes found by detection on an already accepted tunnel: same as [`Self::serve_tcp`],
+    /// but a failure can only reset the tunnel.
+    async fn copy_opaque(
+        &self,
+        snapshot: &Snapshot,
+        mut downstream: PrefixedIo<HboneStream>,
+        tunnel: &Tunnel,
+    ) {
+        if self.authorize_tcp(snapshot, tunnel).is_err() {
+            return;
+        }
+        let Some(endpoint) = pick_tcp_endpoint(snapshot, &tunnel.destination) else {
+            info!(destination = %tunnel.destination.target, flag = "UH", "no endpoint for TCP");
+            return;
+        };
+        match self.upstream.tunnel(&endpoint).await {
+            Ok(mut upstream) => copy(&mut downstream, &mut upstream, tunnel, &endpoint).await,
+            Err(err) => info!(%err, endpoint = %endpoint.addr, flag = "UF", "TCP upstream failed"),
+        }
+    }
+
+    fn authorize_tcp(&self, snapshot: &Snapshot, tunnel: &Tunnel) -> Result<(), StatusCode> {
+        let service = tunnel.destination.service.as_ref().map(|e| &e.service);
+        let decision = authz::authorize_connection(snapshot, service, &connection(tunnel));
+        if decision.is_denied() {
+            info!(source = %tunnel.client_identity, destination = %tunnel.destination.target,
+                reason = ?decision.reason(), "TCP connection denied by policy");
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        Ok(())
+    }
+
+    // ─── Per request ───────────────────────────────────────────────────────────────────
+
+    /// One request through every phase; errors become responses here via `errors::respond`.
+    async fn handle_request(
+        &self,
+        tunnel: &Tunnel,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let served = tunnel.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if self
+            .limits
+            .max_requests_per_connection
+            .is_some_and(|max| served >= max)
+        {
+            tunnel.close.notify_one();
+        }
+        // Each request sees the configuration current when it arrives.
+        let snapshot = self.config.load();
+        let (mut parts, body) = request.into_parts();
+        let grpc = errors::is_grpc(&parts.headers);
+        let mut log = RequestLog::default();
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_owned();
+        let response = match self
+            .proxy(&snapshot, tunnel, &mut parts, body, &mut log)
+            .await
+        {
+            Ok(response) => response,
+            Err(err) => {
+                log.flag = err.flag();
+                log.error = Some(err.to_string());
+                errors::respond(&err, grpc)
+            }
+        };
+        log_request(tunnel, &method, &path, &response, &log, started.elapsed());
+        response
+    }
+
+    async fn proxy(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        parts: &mut Parts,
+        body: Incoming,
+        log: &mut RequestLog,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        self.authorize(snapshot, tunnel, parts)?;
+        let routed = route(snapshot, tunnel, parts)?;
+        log.route = routed
+            .rule
+            .as_ref()
+            .map(|r| format!("{}#{}", r.route, r.index));
+        let rule = routed.rule.as_ref().map(|r| &r.rule);
+        if let Some(rule) = rule
+            && let RequestOutcome::Redirect(response) =
+                filters::apply_request(&rule.filters, parts, routed.prefix.as_deref())?
+        {
+            return Ok(response);
+        }
+        let request_timeout = rule.and_then(|r| r.request_timeout);
+        let exchange = self.forward(snapshot, tunnel, &routed, parts, body, log);
+        let mut response = match request_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, exchange)
+                .await
+                .map_err(|_| ProxyError::timeout())??,
+            None => exchange.await?,
+        };
+        filter_response(response.headers_mut(), rule.map(|r| r.filters.as_slice()));
+        Ok(response)
+    }
+
+    // ─── Phase 3: authorize ────────────────────────────────────────────────────────────
+
+    /// Evaluates the policies attached to the destination service and to this waypoint,
+    /// with the request's method, host, path and headers; the source principal is the
+    /// client identity of the HBONE connection.
+    fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        parts: &Parts,
+    ) -> Result<(), ProxyError> {
+        let service = tunnel.destination.service.as_ref().map(|e| &e.service);
+        let attributes = HttpAttributes::new(parts, tunnel.client_ip);
+        let decision =
+            authz::authorize_request(snapshot, service, &connection(tunnel), &attributes);
+        if decision.is_denied() {
+            let by = decision
+                .policy()
+                .map_or_else(|| format!("{:?}", decision.reason()), |p| p.to_string());
+            return Err(ProxyError::denied(by));
+        }
+        Ok(())
+    }
+
+    // ─── Phases 5–7: backends, endpoints, upstream, with retries ─────────────────────
+
+    /// Sends the request to a backend of the rule (or the destination itself), retrying on
+    /// the rule's codes and on connect failures, each try bounded by `backendRequest`.
+    async fn forward(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        routed: &Routed,
+        parts: &Parts,
+        body: Incoming,
+        log: &mut RequestLog,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let rule = routed.rule.as_ref().map(|r| &r.rule);
+        let retry_policy = rule.and_then(|r| r.retry.as_ref());
+        let max_retries = retry_policy.map_or(0, retry::retries);
+        let per_try_timeout = rule.and_then(|r| r.backend_request_timeout);
+        let mut body = if max_retries > 0 {
+            RequestBody::Buffered(buffer_body(body, self.limits.max_retry_body_bytes).await?)
+        } else {
+            RequestBody::Streaming(Some(body))
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            log.tries = tries;
+            let outcome = self
+                .try_once(
+                    snapshot,
+                    tunnel,
+                    routed,
+                    parts,
+                    body.take(),
+                    per_try_timeout,
+                    log,
+                )
+                .await;
+            let retries_left = tries <= max_retries;
+            let retry = match (&outcome, retry_policy) {
+                (Ok(response), Some(policy)) => {
+                    retries_left && retry::retry_status(policy, response.status())
+                }
+                (Err(err), Some(_)) => retries_left && err.is_retryable(),
+                (_, None) => false,
+            };
+            if !retry {
+                return outcome
+                    .map(|response| response.map(|b| b.map_err(Into::into).boxed_unsync()));
+            }
+            if let Some(policy) = retry_policy {
+                let wait = retry::backoff(policy.backoff, tries, &mut rand::rng());
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// One try: pick a backend and an endpoint, send, wait for the response head.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the phases' shared state, passed explicitly"
+    )]
+    async fn try_once(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        routed: &Routed,
+        parts: &Parts,
+        body: Option<UpstreamBody>,
+        per_try_timeout: Option<Duration>,
+        log: &mut RequestLog,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let (endpoint, protocol) = pick_upstream(snapshot, tunnel, routed, parts.version, log)?;
+        log.endpoint = Some(endpoint.addr);
+        let body = body.ok_or_else(|| ProxyError::malformed("request body already consumed"))?;
+        let request = upstream_request(parts, body, protocol, &endpoint)?;
+        let send = self.upstream.send(&endpoint, protocol, request);
+        match per_try_timeout {
+            Some(timeout) => tokio::time::timeout(timeout, send)
+                .await
+                .map_err(|_| ProxyError::per_try_timeout())?,
+            None => send.await,
+        }
+    }
+}
+
+/// The rule chosen for a request, if any.
+#[derive(Debug)]
+struct Routed {
+    rule: Option<Arc<CompiledRule>>,
+    prefix: Option<String>,
+}
+
+/// A request body: streamed once, or buffered so it can be sent again.
+enum RequestBody {
+    Streaming(Option<Incoming>),
+    Buffered(Bytes),
+}
+
+impl RequestBody {
+    fn take(&mut self) -> Option<UpstreamBody> {
+        match self {
+            Self::Streaming(body) => body.take().map(|b| b.map_err(Into::into).boxed_unsync()),
+            Self::Buffered(bytes) => Some(
+                Full::new(bytes.clone())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            ),
+        }
+    }
+}
+
+// ─── Phase 1 helpers: destination ──────────────────────────────────────────────────────
+
+/// Maps the CONNECT `:authority` to a service (by VIP:port) or a pod (by IP); anything else
+/// is refused.
+fn resolve_destination(snapshot: &Snapshot, target: &Target) -> Result<Destination, StatusCode> {
+    let Target::Socket(addr) = target else {
+        return Err(StatusCode::BAD_REQUEST);
+    };
+    if let Some(entry) = snapshot.service_by_vip(*addr) {
+        let protocol = entry
+            .service
+            .port(addr.port())
+            .map_or(AppProtocol::Unknown, |p| p.protocol());
+        return Ok(Destination {
+            target: *addr,
+            service: Some(entry.clone()),
+            pod: None,
+            protocol,
+        });
+    }
+    if let Some(workload) = snapshot.workload_by_ip(addr.ip()) {
+        // The protocol of the service port that targets this pod port, if any service does.
+        let protocol = snapshot
+            .services()
+            .find_map(|entry| {
+                let service = &entry.service;
+                service.ports().iter().find(|port| {
+                    service.target_port(workload.uid(), port.port) == Some(addr.port())
+                })
+            })
+            .map_or(AppProtocol::Unknown, |port| port.protocol());
+        return Ok(Destination {
+            target: *addr,
+            service: None,
+            pod: Some(workload.clone()),
+            protocol,
+        });
+    }
+    Err(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// The original client address: `forwarded: for="ip:port"` from the client's ztunnel, else
+/// the HBONE peer.
+fn client_ip(request: &InboundRequest) -> IpAddr {
+    request
+        .headers()
+        .get(header::FORWARDED)
+        .and_then(|value| value.to_str().ok())
+        .and_then(forwarded_for)
+        .unwrap_or_else(|| request.remote_addr().ip())
+}
+
+fn forwarded_for(value: &str) -> Option<IpAddr> {
+    let element = value.split(',').next()?;
+    let for_value = element.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        key.eq_ignore_ascii_case("for").then_some(value)
+    })?;
+    let for_value = for_value.trim_matches('"');
+    if let Ok(addr) = for_value.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    for_value
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+fn connection(tunnel: &Tunnel) -> Connection {
+    Connection {
+        source_identity: Some(tunnel.client_identity.clone()),
+        source_ip: tunnel.client_ip,
+        destination_ip: tunnel.destination.target.ip(),
+        destination_port: tunnel.destination.target.port(),
+    }
+}
+
+// ─── Phase 4: route ─────────────────────────────────────────────────────────────────────
+
+/// Picks the route rule for a service-addressed request. Pod-addressed requests and services
+/// without routes go straight to the destination.
+fn route(snapshot: &Snapshot, tunnel: &Tunnel, parts: &Parts) -> Result<Routed, ProxyError> {
+    let Some(entry) = &tunnel.destination.service else {
+        return Ok(Routed {
+            rule: None,
+            prefix: None,
+        });
+    };
+    let key = ServiceKey::of(&entry.service);
+    match snapshot
+        .routes()
+        .select(&key, tunnel.destination.target.port(), parts)
+    {
+        Selection::Unrouted => Ok(Routed {
+            rule: None,
+            prefix: None,
+        }),
+        Selection::NoMatch => Err(ProxyError::no_route()),
+        Selection::Matched { rule, prefix } => Ok(Routed {
+            rule: Some(rule.clone()),
+            prefix: prefix.map(str::to_owned),
+        }),
+    }
+}
+
+// ─── Phase 5–6: backend and endpoint ───────────────────────────────────────────────────
+
+/// The endpoint and HTTP version for one try.
+fn pick_upstream(
+    snapshot: &Snapshot,
+    tunnel: &Tunnel,
+    routed: &Routed,
+    downstream: Version,
+    log: &mut RequestLog,
+) -> Result<(EndpointTarget, UpstreamProtocol), ProxyError> {
+    let destination = &tunnel.destination;
+    if let Some(pod) = &destination.pod {
+        let endpoint = balance::pod_endpoint(snapshot, pod.clone(), destination.target);
+        return Ok((
+            endpoint,
+            upstream_protocol(destination.protocol, downstream),
+        ));
+    }
+    let Some(entry) = &destination.service else {
+        return Err(ProxyError::no_healthy_upstream());
+    };
+    let (entry, port) = match &routed.rule {
+        None => (entry.clone(), destination.target.port()),
+        Some(rule) => {
+            let backend = balance::pick_backend(&rule.rule.backends, &mut rand::rng())
+                .ok_or_else(|| ProxyError::bad_backend("the rule has no backend with weight"))?;
+            let key = ServiceKey {
+                namespace: backend.namespace.clone(),
+                name: backend.name.clone(),
+            };
+            let entry = snapshot.service(&key).ok_or_else(|| {
+                ProxyError::bad_backend(format!("service {}/{} not found", key.namespace, key.name))
+            })?;
+            (entry.clone(), backend.port)
+        }
+    };
+    log.backend = Some(format!(
+        "{}.{}:{port}",
+        entry.service.name(),
+        entry.service.namespace()
+    ));
+    let service_port = entry.service.port(port).ok_or_else(|| {
+        ProxyError::bad_backend(format!("{} has no port {port}", entry.service.hostname()))
+    })?;
+    let protocol = upstream_protocol(service_port.protocol(), downstream);
+    let endpoint = balance::pick_endpoint(snapshot, &entry, port)
+        .ok_or_else(ProxyError::no_healthy_upstream)?;
+    Ok((endpoint, protocol))
+}
+
+fn pick_tcp_endpoint(snapshot: &Snapshot, destination: &Destination) -> Option<EndpointTarget> {
+    if let Some(pod) = &destination.pod {
+        return Some(balance::pod_endpoint(
+            snapshot,
+            pod.clone(),
+            destination.target,
+        ));
+    }
+    let entry = destination.service.as_ref()?;
+    balance::pick_endpoint(snapshot, entry, destination.target.port())
+}
+
+/// HTTP/2 for declared h2/gRPC ports, HTTP/1.1 for declared HTTP ports, else what the client
+/// spoke.
+fn upstream_protocol(declared: AppProtocol, downstream: Version) -> UpstreamProtocol {
+    match declared {
+        AppProtocol::Http2 | AppProtocol::Grpc => UpstreamProtocol::Http2,
+        AppProtocol::Http => UpstreamProtocol::Http1,
+        AppProtocol::Tcp | AppProtocol::Unknown if downstream == Version::HTTP_2 => {
+            UpstreamProtocol::Http2
+        }
+        AppProtocol::Tcp | AppProtocol::Unknown => UpstreamProtocol::Http1,
+    }
+}
+
+// ─── Phase 7: upstream request ─────────────────────────────────────────────────────────
+
+/// Headers that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// The request as the endpoint receives it: origin-form with `Host` for HTTP/1.1, absolute
+/// form (`:authority`) for HTTP/2; hop-by-hop headers removed.
+fn upstream_request(
+    parts: &Parts,
+    body: UpstreamBody,
+    protocol: UpstreamProtocol,
+    endpoint: &EndpointTarget,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    // gRPC needs `te: trailers` end to end.
+    if parts
+        .headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    let authority = filters::request_host(parts)
+        .map(str::to_owned)
+        .unwrap_or_else(|| endpoint.addr.to_string());
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    match protocol {
+        UpstreamProtocol::Http1 => {
+            *request.version_mut() = Version::HTTP_11;
+            *request.uri_mut() = Uri::from(path);
+            if !headers.contains_key(header::HOST) {
+                let host = HeaderValue::from_str(&authority)
+                    .map_err(|err| ProxyError::malformed(format!("host: {err}")))?;
+                headers.insert(header::HOST, host);
+            }
+        }
+        UpstreamProtocol::Http2 => {
+            *request.version_mut() = Version::HTTP_2;
+            let authority = Authority::try_from(authority.as_str())
+                .map_err(|err| ProxyError::malformed(format!("authority: {err}")))?;
+            *request.uri_mut() = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+                .map_err(|err| ProxyError::malformed(format!("uri: {err}")))?;
+            headers.remove(header::HOST);
+        }
+    }
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the `connection` header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+async fn buffer_body(body: Incoming, limit: usize) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::body_too_large(limit))
+        }
+        Err(err) => Err(ProxyError::malformed(format!("request body: {err}"))),
+    }
+}
+
+// ─── Phase 8: response ─────────────────────────────────────────────────────────────────
+
+/// Removes hop-by-hop headers and the upstream's `server` header (no software or version is
+/// disclosed), then applies the rule's response header modifiers.
+fn filter_response(headers: &mut HeaderMap, filters: Option<&[ambit_model::route::RouteFilter]>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::SERVER);
+    headers.remove("x-powered-by");
+    if let Some(filters) = filters {
+        filters::apply_response(filters, headers);
+    }
+}
+
+// ─── Phase 9: log ──────────────────────────────────────────────────────────────────────
+
+fn log_request(
+    tunnel: &Tunnel,
+    method: &http::Method,
+    path: &str,
+    response: &Response<ResponseBody>,
+    log: &RequestLog,
+    duration: Duration,
+) {
+    info!(
+        target: "ambit_waypoint::access",
+        source = %tunnel.client_identity,
+        client_ip = %tunnel.client_ip,
+        destination = %tunnel.destination.target,
+        %method,
+        path,
+        status = response.status().as_u16(),
+        grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()),
+        flags = log.flag.map_or("-", ResponseFlag::code),
+        route = log.route.as_deref(),
+        backend = log.backend.as_deref(),
+        endpoint = log.endpoint.map(|e| e.to_string()),
+        tries = log.tries,
+        error = log.error.as_deref(),
+        duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        "request"
+    );
+}
+
+// ─── Helpers ───────────────────────────────────────────────────────────────────────────
+
+/// Drives a hyper server connection; when the tunnel's request limit is reached, shuts it
+/// down gracefully (in-flight requests finish, HTTP/1.1 closes, HTTP/2 sends GOAWAY).
+async fn run_until_closed<C, E>(
+    connection: C,
+    tunnel: &Tunnel,
+    shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = tunnel.close.notified() => {}
+    }
+    shutdown(connection.as_mut());
+    connection.await
+}
+
+async fn copy<D, U>(
+    downstream: &mut D,
+    upstream: &mut U,
+    tunnel: &Tunnel,
+    endpoint: &EndpointTarget,
+) where
+    D: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let counters = ByteCounters::default();
+    let result = ambit_hbone::copy_bidirectional(downstream, upstream, &counters).await;
+    info!(
+        target: "ambit_waypoint::access",
+        source = %tunnel.client_identity,
+        destination = %tunnel.destination.target,
+        endpoint = %endpoint.addr,
+        sent = counters.a_to_b(),
+        received = counters.b_to_a(),
+        error = result.err().map(|e| e.to_string()),
+        "tcp connection"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_forms() {
+        assert_eq!(
+            forwarded_for("for=\"10.0.0.1:4000\""),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded_for("for=\"[fd00::1]:4000\";host=a.b"),
+            Some("fd00::1".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded_for("for=10.0.0.2"),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        assert_eq!(forwarded_for("by=x"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upstream_protocol_table() {
+        use AppProtocol::*;
+        assert_eq!(
+            upstream_protocol(Grpc, Version::HTTP_11),
+            UpstreamProtocol::Http2
+        );
+        assert_eq!(
+            upstream_protocol(Http, Version::HTTP_2),
+            UpstreamProtocol::Http1
+        );
+        assert_eq!(
+            upstream_protocol(Unknown, Version::HTTP_2),
+            UpstreamProtocol::Http2
+        );
+        assert_eq!(
+            upstream_protocol(Unknown, Version::HTTP_11),
+            UpstreamProtocol::Http1
+        );
+    }
+}
