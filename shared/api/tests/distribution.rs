@@ -1,6 +1,9 @@
 //! Config distribution over real gRPC on 127.0.0.1: snapshots, diffs, scoping, NACK,
 //! reconnect and slow clients.
 
+// Test helpers outside #[test] functions may panic on setup failures too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -9,8 +12,8 @@ use std::time::{Duration, Instant};
 use ambit_api::proto::config_distribution_client::ConfigDistributionClient;
 use ambit_api::proto::{self, subscribe_request};
 use ambit_api::{
-    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView,
-    ResourceKey, ResourceKind, ScopeKey,
+    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView, ResourceKey,
+    ResourceKind, ScopeKey,
 };
 use bytes::Bytes;
 use common::{TestServer, WAIT, service, snapshot, wait_for, wait_for_server, workload};
@@ -181,7 +184,11 @@ async fn invalid_resource_is_nacked_and_last_good_config_kept() {
 
     // A valid new workload plus a Service whose name is not a DNS label: the whole update
     // must be rejected.
-    let mut bad = snapshot(&[workload("a", "node-a"), workload("b", "node-a"), service("cart")]);
+    let mut bad = snapshot(&[
+        workload("a", "node-a"),
+        workload("b", "node-a"),
+        service("cart"),
+    ]);
     bad.insert_encoded(
         ResourceKey::new(ResourceKind::Service, "shop", "Bad_Name"),
         Bytes::from_static(br#"{"name":"Bad_Name","namespace":"shop"}"#),
@@ -251,7 +258,11 @@ async fn clients_keep_config_through_a_restart_and_resync() {
         assert_eq!(client.stats().borrow().connects, 2);
     }
     wait_for_server(&restarted, "three resynced clients", |s| {
-        s.clients().iter().filter(|c| c.acked_version == Some(v2)).count() == 3
+        s.clients()
+            .iter()
+            .filter(|c| c.acked_version == Some(v2))
+            .count()
+            == 3
     })
     .await;
 }
@@ -316,9 +327,8 @@ async fn stalled_subscription(
     })
     .await
     .unwrap();
-    let outbound = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|m| (m, rx))
-    });
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let response = raw.subscribe(outbound).await.unwrap().into_inner();
     (response, tx)
 }
@@ -335,7 +345,9 @@ async fn a_client_that_never_reads_blocks_nobody() {
     // Big snapshots (~300 kB each), so an unread stream fills every buffer on the way.
     let big = |round: usize| {
         let resources: Vec<_> = (0..1000)
-            .map(|i| common::workload_with_label(&format!("pod-{i}"), "node-a", &format!("r{round}")))
+            .map(|i| {
+                common::workload_with_label(&format!("pod-{i}"), "node-a", &format!("r{round}"))
+            })
             .collect();
         snapshot(&resources)
     };
@@ -383,15 +395,14 @@ async fn first_message_must_be_subscribe() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
 
     let no_scope = proto::SubscribeRequest {
-        message: Some(subscribe_request::Message::Subscribe(proto::Subscribe::default())),
+        message: Some(subscribe_request::Message::Subscribe(
+            proto::Subscribe::default(),
+        )),
     };
-    let status = tokio::time::timeout(
-        WAIT,
-        raw.subscribe(futures_util::stream::iter([no_scope])),
-    )
-    .await
-    .unwrap()
-    .unwrap_err();
+    let status = tokio::time::timeout(WAIT, raw.subscribe(futures_util::stream::iter([no_scope])))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(config.stats().bad_subscriptions, 2);
 }

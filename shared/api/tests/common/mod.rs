@@ -1,5 +1,6 @@
 //! Shared test helpers: model objects, a real gRPC server on 127.0.0.1:0, bounded waits.
-#![allow(dead_code, unreachable_pub)]
+// Each test binary uses a different subset; helpers panic on setup failures.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
