@@ -1,0 +1,15 @@
+//! Compiles `proto/ambit/v1/*.proto` with protox (pure Rust, no system `protoc`) and generates
+//! the prost messages and tonic client and server code.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/ambit/v1/config.proto", "proto/ambit/v1/ca.proto"];
+    for file in &files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! [`GrpcIssuer`]: the controller's CA as an [`ambit_identity::CertificateIssuer`].
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use ambit_identity::cert::certificates_from_pem;
+use ambit_identity::{CertificateIssuer, IssueError, IssueFuture, SpiffeId};
+use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
+use tonic::Code;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::CreateCertificateRequest;
+use crate::proto::certificate_service_client::CertificateServiceClient;
+
+/// Asks the controller's CA for certificates, authenticated with a bearer token.
+#[derive(Clone)]
+pub struct GrpcIssuer {
+    client: CertificateServiceClient<Channel>,
+    authorization: MetadataValue<Ascii>,
+    ttl: Option<Duration>,
+    bundle: std::sync::Arc<Mutex<Option<String>>>,
+}
+
+/// A signed certificate chain and the trust bundle the CA returned with it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct IssuedCertificate {
+    /// The chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Every root the mesh trusts, PEM.
+    pub trust_bundle_pem: String,
+}
+
+/// The token cannot be sent as an HTTP header value.
+#[derive(Debug, thiserror::Error)]
+#[error("the CA token contains characters not allowed in a header")]
+pub struct InvalidToken;
+
+impl GrpcIssuer {
+    /// An issuer for the CA at `uri` (`http://host:port`) sending `token`. Connects lazily (and
+    /// reconnects) on use; must be called inside a tokio runtime.
+    pub fn new(uri: http::Uri, token: &str) -> Result<Self, InvalidToken> {
+        let authorization = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| InvalidToken)?;
+        let channel = Endpoint::from(uri)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        Ok(Self {
+            client: CertificateServiceClient::new(channel),
+            authorization,
+            ttl: None,
+            bundle: Default::default(),
+        })
+    }
+
+    /// Asks for certificates of this lifetime instead of the CA's default.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// The trust bundle from the last successful request.
+    pub fn trust_bundle_pem(&self) -> Option<String> {
+        self.bundle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sends `csr` for `id`; returns the chain and the trust bundle.
+    pub async fn create_certificate(
+        &self,
+        id: &SpiffeId,
+        csr: &CertificateSigningRequestDer<'_>,
+    ) -> Result<IssuedCertificate, IssueError> {
+        let csr_pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", csr.as_ref()));
+        let mut request = tonic::Request::new(CreateCertificateRequest {
+            csr_pem,
+            identity: id.to_string(),
+            ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        let response = self
+            .client
+            .clone()
+            .create_certificate(request)
+            .await
+            .map_err(issue_error)?
+            .into_inner();
+        let chain = response
+            .cert_chain_pem
+            .iter()
+            .map(|pem| certificates_from_pem(pem))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(IssueError::unavailable)?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        if chain.is_empty() {
+            return Err(IssueError::unavailable("the CA returned an empty chain"));
+        }
+        *self.bundle.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(response.trust_bundle_pem.clone());
+        Ok(IssuedCertificate {
+            chain,
+            trust_bundle_pem: response.trust_bundle_pem,
+        })
+    }
+}
+
+impl CertificateIssuer for GrpcIssuer {
+    fn issue<'a>(
+        &'a self,
+        id: &'a SpiffeId,
+        csr: CertificateSigningRequestDer<'static>,
+    ) -> IssueFuture<'a> {
+        Box::pin(async move {
+            let issued = self.create_certificate(id, &csr).await?;
+            Ok(issued.chain)
+        })
+    }
+}
+
+impl fmt::Debug for GrpcIssuer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("GrpcIssuer")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A CA answer that says no is a refusal; anything else may succeed on retry.
+fn issue_error(status: tonic::Status) -> IssueError {
+    let message = format!("{:?}: {}", status.code(), status.message());
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
+            IssueError::refused(message)
+        }
+        _ => IssueError::unavailable(message),
+    }
+}

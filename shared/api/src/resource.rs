@@ -1,0 +1,251 @@
+//! Resources on the wire: the model objects a scope is made of, their keys and their encoding.
+//!
+//! A resource travels as its key (`kind`, `namespace`, `name`) plus a payload: the model type's
+//! canonical serde JSON. Decoding goes through the model's validating deserializers, so a
+//! decoded [`MeshResource`] is always valid.
+
+use std::fmt;
+
+use ambit_model::{AuthorizationPolicy, PeerAuthentication, Service, Workload};
+use bytes::Bytes;
+
+use crate::proto;
+
+/// The model types that can be distributed. The wire name is [`ResourceKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum ResourceKind {
+    /// [`Workload`].
+    Workload,
+    /// [`Service`].
+    Service,
+    /// [`AuthorizationPolicy`].
+    AuthorizationPolicy,
+    /// [`PeerAuthentication`].
+    PeerAuthentication,
+}
+
+/// Identifies one resource within a scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceKey {
+    /// The model type.
+    pub kind: ResourceKind,
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+/// One validated model object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MeshResource {
+    /// A workload (pod).
+    Workload(Workload),
+    /// A service.
+    Service(Service),
+    /// An authorization policy.
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// A peer authentication policy.
+    PeerAuthentication(PeerAuthentication),
+}
+
+/// A resource that could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {reason}")]
+pub struct ResourceError {
+    what: String,
+    reason: String,
+}
+
+impl ResourceKind {
+    /// Every kind, in wire-name order.
+    pub const ALL: [ResourceKind; 4] = [
+        ResourceKind::AuthorizationPolicy,
+        ResourceKind::PeerAuthentication,
+        ResourceKind::Service,
+        ResourceKind::Workload,
+    ];
+
+    /// The name used on the wire (`ResourceKey.kind`), the model type's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Workload => "Workload",
+            ResourceKind::Service => "Service",
+            ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
+            ResourceKind::PeerAuthentication => "PeerAuthentication",
+        }
+    }
+
+    /// The kind with this wire name.
+    pub fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl ResourceKey {
+    /// A key for `kind` `namespace/name`.
+    pub fn new(kind: ResourceKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    pub(crate) fn to_proto(&self) -> proto::ResourceKey {
+        proto::ResourceKey {
+            kind: self.kind.as_str().to_owned(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    pub(crate) fn from_proto(key: &proto::ResourceKey) -> Result<Self, ResourceError> {
+        let kind = ResourceKind::from_wire(&key.kind).ok_or_else(|| ResourceError {
+            what: format!("{} {}/{}", key.kind, key.namespace, key.name),
+            reason: format!("unknown resource kind {:?}", key.kind),
+        })?;
+        Ok(Self::new(kind, &key.namespace, &key.name))
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl MeshResource {
+    /// The key this resource is stored under.
+    pub fn key(&self) -> ResourceKey {
+        let (namespace, name) = match self {
+            MeshResource::Workload(w) => (w.namespace(), w.name()),
+            MeshResource::Service(s) => (s.namespace(), s.name()),
+            MeshResource::AuthorizationPolicy(p) => (p.namespace(), p.name()),
+            MeshResource::PeerAuthentication(p) => (p.namespace(), p.name()),
+        };
+        ResourceKey::new(self.kind(), namespace, name)
+    }
+
+    /// The model type of this resource.
+    pub fn kind(&self) -> ResourceKind {
+        match self {
+            MeshResource::Workload(_) => ResourceKind::Workload,
+            MeshResource::Service(_) => ResourceKind::Service,
+            MeshResource::AuthorizationPolicy(_) => ResourceKind::AuthorizationPolicy,
+            MeshResource::PeerAuthentication(_) => ResourceKind::PeerAuthentication,
+        }
+    }
+
+    /// The wire payload: the model's canonical serde JSON.
+    pub fn encode(&self) -> Result<Bytes, ResourceError> {
+        let json = match self {
+            MeshResource::Workload(w) => serde_json::to_vec(w),
+            MeshResource::Service(s) => serde_json::to_vec(s),
+            MeshResource::AuthorizationPolicy(p) => serde_json::to_vec(p),
+            MeshResource::PeerAuthentication(p) => serde_json::to_vec(p),
+        };
+        json.map(Bytes::from).map_err(|err| ResourceError {
+            what: self.key().to_string(),
+            reason: format!("cannot encode: {err}"),
+        })
+    }
+
+    /// Decodes and validates a payload of `key.kind`, and checks that it is the object `key` names.
+    pub fn decode(key: &ResourceKey, payload: &[u8]) -> Result<Self, ResourceError> {
+        let decoded = match key.kind {
+            ResourceKind::Workload => serde_json::from_slice(payload).map(MeshResource::Workload),
+            ResourceKind::Service => serde_json::from_slice(payload).map(MeshResource::Service),
+            ResourceKind::AuthorizationPolicy => {
+                serde_json::from_slice(payload).map(MeshResource::AuthorizationPolicy)
+            }
+            ResourceKind::PeerAuthentication => {
+                serde_json::from_slice(payload).map(MeshResource::PeerAuthentication)
+            }
+        };
+        let resource = decoded.map_err(|err| ResourceError {
+            what: key.to_string(),
+            reason: format!("invalid payload: {err}"),
+        })?;
+        let actual = resource.key();
+        if actual != *key {
+            return Err(ResourceError {
+                what: key.to_string(),
+                reason: format!("payload is {actual}"),
+            });
+        }
+        Ok(resource)
+    }
+
+    /// The workload, if this is one.
+    pub fn as_workload(&self) -> Option<&Workload> {
+        match self {
+            MeshResource::Workload(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The service, if this is one.
+    pub fn as_service(&self) -> Option<&Service> {
+        match self {
+            MeshResource::Service(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The authorization policy, if this is one.
+    pub fn as_authorization_policy(&self) -> Option<&AuthorizationPolicy> {
+        match self {
+            MeshResource::AuthorizationPolicy(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The peer authentication, if this is one.
+    pub fn as_peer_authentication(&self) -> Option<&PeerAuthentication> {
+        match self {
+            MeshResource::PeerAuthentication(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl From<Workload> for MeshResource {
+    fn from(value: Workload) -> Self {
+        MeshResource::Workload(value)
+    }
+}
+
+impl From<Service> for MeshResource {
+    fn from(value: Service) -> Self {
+        MeshResource::Service(value)
+    }
+}
+
+impl From<AuthorizationPolicy> for MeshResource {
+    fn from(value: AuthorizationPolicy) -> Self {
+        MeshResource::AuthorizationPolicy(value)
+    }
+}
+
+impl From<PeerAuthentication> for MeshResource {
+    fn from(value: PeerAuthentication) -> Self {
+        MeshResource::PeerAuthentication(value)
+    }
+}
+
+impl ResourceError {
+    pub(crate) fn new(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Config distribution over real gRPC on 127.0.0.1: snapshots, diffs, scoping, NACK,
+//! reconnect and slow clients.
+
+// Test helpers outside #[test] functions may panic on setup failures too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ambit_api::proto::config_distribution_client::ConfigDistributionClient;
+use ambit_api::proto::{self, subscribe_request};
+use ambit_api::{
+    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView, ResourceKey,
+    ResourceKind, ScopeKey,
+};
+use bytes::Bytes;
+use common::{TestServer, WAIT, service, snapshot, wait_for, wait_for_server, workload};
+use tokio::sync::{mpsc, watch};
+
+fn fast_server() -> ConfigServer {
+    ConfigServer::new(ConfigServerOptions::default().with_debounce(Duration::from_millis(10)))
+}
+
+fn client(server: &TestServer, scope: ScopeKey, id: &str) -> ConfigClient {
+    ConfigClient::start(
+        server.uri(),
+        scope,
+        ConfigClientOptions::new(id)
+            .with_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+    )
+}
+
+async fn wait_version(rx: &mut watch::Receiver<Arc<ConfigView>>, version: u64) {
+    wait_for(rx, &format!("version {version}"), |c| {
+        c.version() == Some(version)
+    })
+    .await;
+}
+
+fn workload_names(view: &ConfigView) -> Vec<String> {
+    view.workloads().map(|w| w.name().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn full_snapshot_then_incremental_updates() {
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-a");
+    let v1 = config.publish(
+        node.clone(),
+        snapshot(&[
+            workload("a", "node-a"),
+            workload("b", "node-a"),
+            service("cart"),
+        ]),
+    );
+    let client = client(&server, node.clone(), "ztunnel/node-a");
+    let mut rx = client.config();
+    wait_version(&mut rx, v1).await;
+    assert_eq!(workload_names(&client.current()), ["a", "b"]);
+    assert_eq!(client.current().services().count(), 1);
+
+    // Change a, drop b, add c, keep the service: one incremental update.
+    let v2 = config.publish(
+        node.clone(),
+        snapshot(&[
+            common::workload_with_label("a", "node-a", "v2"),
+            workload("c", "node-a"),
+            service("cart"),
+        ]),
+    );
+    assert!(v2 > v1);
+    wait_version(&mut rx, v2).await;
+    let view = client.current();
+    assert_eq!(workload_names(&view), ["a", "c"]);
+    let a = view
+        .get(&ResourceKey::new(ResourceKind::Workload, "shop", "a"))
+        .and_then(|r| r.as_workload())
+        .unwrap();
+    assert_eq!(a.labels().get("version").map(String::as_str), Some("v2"));
+
+    // Removing the service only.
+    let v3 = config.publish(
+        node.clone(),
+        snapshot(&[
+            common::workload_with_label("a", "node-a", "v2"),
+            workload("c", "node-a"),
+        ]),
+    );
+    assert!(v3 > v2);
+    wait_version(&mut rx, v3).await;
+    assert_eq!(client.current().services().count(), 0);
+
+    // Publishing identical content is not a new version and sends nothing.
+    let same = config.publish(
+        node.clone(),
+        snapshot(&[
+            common::workload_with_label("a", "node-a", "v2"),
+            workload("c", "node-a"),
+        ]),
+    );
+    assert_eq!(same, v3);
+    wait_for_server(&config, "three ACKs", |s| s.stats().acks == 3).await;
+    let stats = config.stats();
+    assert_eq!(stats.pushes, 3, "{stats:?}");
+    assert_eq!(stats.nacks, 0);
+    let clients = config.clients();
+    assert_eq!(clients.len(), 1);
+    assert_eq!(clients[0].id, "ztunnel/node-a");
+    assert_eq!(clients[0].acked_version, Some(v3));
+    assert_eq!(client.stats().borrow().applied, 3);
+}
+
+#[tokio::test]
+async fn fifty_nodes_each_receive_only_their_scope() {
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let mut versions = Vec::new();
+    for i in 0..50 {
+        let node = format!("node-{i}");
+        let resources = [
+            workload(&format!("pod-{i}-a"), &node),
+            workload(&format!("pod-{i}-b"), &node),
+            service("shared"),
+        ];
+        versions.push(config.publish(ScopeKey::node(&node), snapshot(&resources)));
+    }
+    let waypoint = ScopeKey::waypoint("shop", "waypoint");
+    let waypoint_version = config.publish(waypoint.clone(), snapshot(&[service("cart")]));
+
+    let clients: Vec<_> = (0..50)
+        .map(|i| {
+            client(
+                &server,
+                ScopeKey::node(format!("node-{i}")),
+                &format!("ztunnel-{i}"),
+            )
+        })
+        .collect();
+    let waypoint_client = client(&server, waypoint, "waypoint");
+    for (i, client) in clients.iter().enumerate() {
+        wait_version(&mut client.config(), versions[i]).await;
+        let view = client.current();
+        assert_eq!(
+            workload_names(&view),
+            [format!("pod-{i}-a"), format!("pod-{i}-b")]
+        );
+        assert!(view.workloads().all(|w| w.node() == format!("node-{i}")));
+        assert_eq!(view.len(), 3);
+    }
+    wait_version(&mut waypoint_client.config(), waypoint_version).await;
+    let view = waypoint_client.current();
+    assert_eq!(view.len(), 1);
+    assert_eq!(view.services().next().unwrap().name(), "cart");
+
+    wait_for_server(&config, "51 clients acknowledged", |s| {
+        s.clients().len() == 51 && s.clients().iter().all(|c| c.acked_version.is_some())
+    })
+    .await;
+
+    // A change on one node reaches that node only.
+    let v = config.publish(
+        ScopeKey::node("node-7"),
+        snapshot(&[workload("pod-7-a", "node-7"), service("shared")]),
+    );
+    wait_version(&mut clients[7].config(), v).await;
+    assert_eq!(workload_names(&clients[7].current()), ["pod-7-a"]);
+    assert_eq!(clients[8].current().version(), Some(versions[8]));
+    assert_eq!(clients[8].current().len(), 3);
+}
+
+#[tokio::test]
+async fn invalid_resource_is_nacked_and_last_good_config_kept() {
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-a");
+    let good = [workload("a", "node-a"), service("cart")];
+    let v1 = config.publish(node.clone(), snapshot(&good));
+    let client = client(&server, node.clone(), "ztunnel/node-a");
+    let mut rx = client.config();
+    wait_version(&mut rx, v1).await;
+
+    // A valid new workload plus a Service whose name is not a DNS label: the whole update
+    // must be rejected.
+    let mut bad = snapshot(&[
+        workload("a", "node-a"),
+        workload("b", "node-a"),
+        service("cart"),
+    ]);
+    bad.insert_encoded(
+        ResourceKey::new(ResourceKind::Service, "shop", "Bad_Name"),
+        Bytes::from_static(br#"{"name":"Bad_Name","namespace":"shop"}"#),
+    )
+    .unwrap();
+    let v2 = config.publish(node.clone(), bad);
+    wait_for(&mut client.stats(), "a NACK", |s| s.nacks == 1).await;
+    assert_eq!(client.current().version(), Some(v1));
+    assert_eq!(workload_names(&client.current()), ["a"]);
+
+    wait_for_server(&config, "the NACK recorded", |s| s.stats().nacks == 1).await;
+    let status = &config.clients()[0];
+    assert_eq!(status.acked_version, Some(v1));
+    assert_eq!(status.nacks, 1);
+    let (nacked, detail) = status.last_nack.clone().unwrap();
+    assert_eq!(nacked, v2);
+    assert!(detail.contains("Service shop/Bad_Name"), "{detail}");
+
+    // The next good publish is diffed against v1 (what the client kept) and applies.
+    let v3 = config.publish(
+        node.clone(),
+        snapshot(&[workload("a", "node-a"), workload("c", "node-a")]),
+    );
+    wait_version(&mut rx, v3).await;
+    let view = client.current();
+    assert_eq!(workload_names(&view), ["a", "c"]);
+    assert_eq!(view.services().count(), 0);
+}
+
+#[tokio::test]
+async fn clients_keep_config_through_a_restart_and_resync() {
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let addr = server.addr;
+    let node = ScopeKey::node("node-a");
+    let v1 = config.publish(
+        node.clone(),
+        snapshot(&[workload("a", "node-a"), workload("b", "node-a")]),
+    );
+    let clients: Vec<_> = (0..3)
+        .map(|i| client(&server, node.clone(), &format!("client-{i}")))
+        .collect();
+    for client in &clients {
+        wait_version(&mut client.config(), v1).await;
+    }
+
+    server.stop().await;
+    for client in &clients {
+        wait_for(&mut client.stats(), "disconnect", |s| !s.connected).await;
+        // Unreachable controller: the last good config stays.
+        assert_eq!(client.current().version(), Some(v1));
+        assert_eq!(client.current().len(), 2);
+    }
+
+    // A new controller with different state on the same address: a full resync replaces
+    // everything, including removing what the old one had sent.
+    let restarted = fast_server();
+    let v2 = restarted.publish(
+        node.clone(),
+        snapshot(&[workload("b", "node-a"), workload("c", "node-a")]),
+    );
+    assert!(v2 > v1, "versions keep increasing across restarts");
+    let _server = TestServer::start_at(addr, Some(restarted.clone())).await;
+    for client in &clients {
+        wait_version(&mut client.config(), v2).await;
+        assert_eq!(workload_names(&client.current()), ["b", "c"]);
+        assert_eq!(client.stats().borrow().connects, 2);
+    }
+    wait_for_server(&restarted, "three resynced clients", |s| {
+        s.clients()
+            .iter()
+            .filter(|c| c.acked_version == Some(v2))
+            .count()
+            == 3
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_waits_until_its_scope_is_published() {
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-late");
+    let client = client(&server, node.clone(), "late");
+    wait_for_server(&config, "the subscription", |s| s.clients().len() == 1).await;
+    assert!(!client.current().is_synced());
+    let v = config.publish(node, snapshot(&[workload("a", "node-late")]));
+    wait_version(&mut client.config(), v).await;
+}
+
+#[tokio::test]
+async fn bursts_of_publishes_are_coalesced() {
+    let config =
+        ConfigServer::new(ConfigServerOptions::default().with_debounce(Duration::from_millis(300)));
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-a");
+    let v0 = config.publish(node.clone(), snapshot(&[workload("w0", "node-a")]));
+    let client = client(&server, node.clone(), "c");
+    wait_version(&mut client.config(), v0).await;
+
+    let mut last = v0;
+    for i in 1..=20 {
+        last = config.publish(
+            node.clone(),
+            snapshot(&[workload(&format!("w{i}"), "node-a")]),
+        );
+    }
+    wait_version(&mut client.config(), last).await;
+    assert_eq!(workload_names(&client.current()), ["w20"]);
+    // The initial full push plus one for the whole burst (two if the burst straddled a
+    // debounce window, which 20 in-memory publishes cannot do in 300 ms on any sane machine).
+    let pushes = config.stats().pushes;
+    assert!(pushes <= 3, "{pushes} pushes for a burst of 20 publishes");
+    assert!(client.stats().borrow().applied <= 3);
+}
+
+/// A raw subscription that never reads and never ACKs.
+async fn stalled_subscription(
+    server: &TestServer,
+    scope: &str,
+) -> (
+    tonic::Streaming<proto::ConfigUpdate>,
+    mpsc::Sender<proto::SubscribeRequest>,
+) {
+    let mut raw = ConfigDistributionClient::connect(server.uri().to_string())
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(proto::SubscribeRequest {
+        message: Some(subscribe_request::Message::Subscribe(proto::Subscribe {
+            scope: Some(proto::Scope {
+                kind: Some(proto::scope::Kind::Node(scope.to_owned())),
+            }),
+            client: None,
+        })),
+    })
+    .await
+    .unwrap();
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let response = raw.subscribe(outbound).await.unwrap().into_inner();
+    (response, tx)
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_blocks_nobody() {
+    let config = ConfigServer::new(
+        ConfigServerOptions::default()
+            .with_debounce(Duration::from_millis(10))
+            .with_ack_timeout(Duration::from_secs(2)),
+    );
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-a");
+    // Big snapshots (~300 kB each), so an unread stream fills every buffer on the way.
+    let big = |round: usize| {
+        let resources: Vec<_> = (0..1000)
+            .map(|i| {
+                common::workload_with_label(&format!("pod-{i}"), "node-a", &format!("r{round}"))
+            })
+            .collect();
+        snapshot(&resources)
+    };
+    config.publish(node.clone(), big(0));
+    let (_stalled, _requests) = stalled_subscription(&server, "node-a").await;
+    let reader = client(&server, node.clone(), "reader");
+
+    let started = Instant::now();
+    let mut last = 0;
+    for round in 1..=5 {
+        let publish_started = Instant::now();
+        last = config.publish(node.clone(), big(round));
+        assert!(
+            publish_started.elapsed() < Duration::from_millis(200),
+            "publish waited for a client"
+        );
+        wait_version(&mut reader.config(), last).await;
+    }
+    assert!(started.elapsed() < WAIT);
+    assert_eq!(reader.current().len(), 1000);
+
+    // The stalled stream never ACKed: it is closed, and counted.
+    wait_for_server(&config, "the stalled stream closed", |s| {
+        s.stats().ack_timeouts >= 1 && s.clients().len() == 1
+    })
+    .await;
+    assert_eq!(config.clients()[0].id, "reader");
+    assert_eq!(config.clients()[0].acked_version, Some(last));
+}
+
+#[tokio::test]
+async fn first_message_must_be_subscribe() {
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let mut raw = ConfigDistributionClient::connect(server.uri().to_string())
+        .await
+        .unwrap();
+    let ack = proto::SubscribeRequest {
+        message: Some(subscribe_request::Message::Ack(proto::Ack::default())),
+    };
+    let status = tokio::time::timeout(WAIT, raw.subscribe(futures_util::stream::iter([ack])))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    let no_scope = proto::SubscribeRequest {
+        message: Some(subscribe_request::Message::Subscribe(
+            proto::Subscribe::default(),
+        )),
+    };
+    let status = tokio::time::timeout(WAIT, raw.subscribe(futures_util::stream::iter([no_scope])))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(config.stats().bad_subscriptions, 2);
+}
