@@ -1,5 +1,7 @@
 //! Metrics, readiness and config dump over real sockets: requests through the waypoint show
 //! up on `/metrics` with Istio's labels; `/healthz/ready` waits for config and certificate.
+// Test helpers panic on a failed setup.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
