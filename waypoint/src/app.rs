@@ -9,6 +9,7 @@ use std::sync::Arc;
 use ambit_hbone::{ClientTlsProvider, Drain, Pool, PoolConfig, Server, ServerConfig};
 use ambit_identity::tls::CertificateSource;
 use ambit_identity::{SpiffeId, TrustBundle};
+use ambit_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -31,6 +32,8 @@ pub struct WaypointOptions {
     pub server: ServerConfig,
     /// HBONE client pool tuning.
     pub pool: PoolConfig,
+    /// Where to record Istio's request metrics; none recorded when unset.
+    pub metrics: Option<Metrics>,
 }
 
 /// A running waypoint.
@@ -62,6 +65,7 @@ impl WaypointOptions {
             limits: HttpLimits::default(),
             server: ServerConfig::default(),
             pool: PoolConfig::default(),
+            metrics: None,
         }
     }
 }
@@ -84,7 +88,11 @@ impl Waypoint {
         };
         let pool = Pool::new(Arc::new(client_tls), options.pool.clone());
         let upstream = Upstream::new(pool, options.identity.clone());
-        let stack = Arc::new(Stack::new(config, upstream, options.limits.clone()));
+        let mut stack = Stack::new(config, upstream, options.limits.clone());
+        if let Some(metrics) = &options.metrics {
+            stack = stack.with_metrics(metrics.clone());
+        }
+        let stack = Arc::new(stack);
         let handler = move |request, responder| stack.clone().on_connect(request, responder);
         let server = Server::new(server_tls, handler, options.server.clone());
         let listener = TcpListener::bind(options.listen)

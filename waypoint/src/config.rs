@@ -109,6 +109,8 @@ pub struct Snapshot {
     workloads_by_ip: HashMap<IpAddr, Arc<Workload>>,
     policies: Vec<AuthorizationPolicy>,
     routes: RouteTable,
+    /// The routes as configured, for the config dump.
+    route_specs: Vec<HttpRoute>,
 }
 
 /// Why a configuration could not be loaded.
@@ -206,6 +208,26 @@ impl Snapshot {
             workloads_by_ip,
             policies: file.policies,
             routes,
+            route_specs: file.routes,
+        })
+    }
+
+    /// The whole snapshot as JSON, for the admin server's `/config_dump`; entries are sorted
+    /// so two dumps of the same config are equal.
+    pub fn dump(&self) -> serde_json::Value {
+        let mut services: Vec<_> = self.services.iter().collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        let mut workloads: Vec<_> = self.workloads.iter().collect();
+        workloads.sort_by(|a, b| a.0.cmp(b.0));
+        serde_json::json!({
+            "generation": self.generation,
+            "waypoint": self.waypoint.as_ref().map(|w| format!("{}/{}", w.namespace, w.name)),
+            "endpointHbonePort": self.hbone_port,
+            "hboneAddressOverrides": self.hbone_overrides,
+            "services": services.iter().map(|(_, e)| &e.service).collect::<Vec<_>>(),
+            "workloads": workloads.iter().map(|(_, w)| &***w).collect::<Vec<_>>(),
+            "policies": self.policies,
+            "routes": self.route_specs,
         })
     }
 

@@ -16,20 +16,24 @@
 //! - [`balance`], [`retry`]: backend/endpoint choice, retry decisions and backoff;
 //! - [`upstream`]: HBONE + HTTP/1.1 or HTTP/2 to endpoints;
 //! - [`errors`]: the only place failures become responses;
-//! - [`config`]: the static YAML file, reloaded on change.
+//! - [`config`]: the static YAML file, reloaded on change;
+//! - [`metrics`]: Istio's request metrics with `reporter="waypoint"`;
+//! - [`control`]: the admin (15000), metrics (15020) and readiness (15021) servers.
 //!
-//! Not yet implemented (issue 4): the controller's gRPC config and the 15000/15020/15021
-//! servers, WebSocket/Upgrade, RequestAuthentication (JWT), GRPCRoute, VirtualService,
-//! DestinationRule (LB algorithms, connection pools, outlier detection), RequestMirror,
-//! rate limiting, metrics and tracing.
+//! Not yet implemented (issue 4): the controller's gRPC config, WebSocket/Upgrade,
+//! RequestAuthentication (JWT), GRPCRoute, VirtualService, DestinationRule (LB algorithms,
+//! connection pools, outlier detection), RequestMirror, rate limiting, tracing/OTLP and the
+//! JSON access log.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod authz;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod errors;
+pub mod metrics;
 pub mod retry;
 pub mod route;
 pub mod stack;
@@ -37,5 +41,6 @@ pub mod upstream;
 
 pub use app::{StartError, Waypoint, WaypointOptions};
 pub use config::{ConfigHandle, ConfigWatcher, Snapshot};
+pub use control::{ControlAddrs, ControlInputs, ControlServers};
 pub use errors::{ProxyError, ResponseFlag};
 pub use stack::HttpLimits;

@@ -13,7 +13,11 @@ use std::time::Duration;
 use ambit_identity::{
     CaMaterial, CaOptions, CertStore, CertStoreOptions, CertificateAuthority, SpiffeId,
 };
-use ambit_waypoint::{ConfigWatcher, Waypoint, WaypointOptions};
+use ambit_runtime::{Ready, Shutdown};
+use ambit_telemetry::{Metrics, MetricsRegistry};
+use ambit_waypoint::{
+    ConfigWatcher, ControlAddrs, ControlInputs, ControlServers, Waypoint, WaypointOptions,
+};
 use anyhow::Context;
 use clap::Parser;
 
@@ -34,6 +38,18 @@ struct Args {
     /// Where to accept HBONE.
     #[arg(long, default_value = "0.0.0.0:15008")]
     listen: SocketAddr,
+    /// The admin server (config dump, log level, quitquitquit); keep it on localhost.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_addr: SocketAddr,
+    /// Prometheus `/metrics`.
+    #[arg(long, default_value = "0.0.0.0:15020")]
+    metrics_addr: SocketAddr,
+    /// `/healthz/ready`.
+    #[arg(long, default_value = "0.0.0.0:15021")]
+    readiness_addr: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM, in seconds.
+    #[arg(long, default_value_t = 5)]
+    drain_grace_secs: u64,
     /// How often to check the config file for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     reload_interval_ms: u64,
@@ -41,14 +57,32 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let logging = ambit_telemetry::init_logging("info", false).context("logging")?;
     let args = Args::parse();
     let identity = SpiffeId::parse(&args.identity).context("--identity")?;
+    // Signals are caught from here on: SIGTERM drains instead of killing.
+    let shutdown = Shutdown::new(Duration::from_secs(args.drain_grace_secs))
+        .context("installing signal handlers")?;
+    let mut registry = MetricsRegistry::new();
+    let metrics = Metrics::register(&mut registry);
+    let ready = Ready::new();
+    let config_ready = ready.register("config");
+    let certificate_ready = ready.register("certificates");
+    let control = ControlServers::start(
+        ControlAddrs {
+            admin: args.admin_addr,
+            metrics: args.metrics_addr,
+            readiness: args.readiness_addr,
+        },
+        ControlInputs {
+            registry: Arc::new(registry),
+            ready,
+            logging: Some(logging),
+        },
+        &shutdown,
+    )
+    .context("starting the admin, metrics and readiness servers")?;
+
     let read = |name: &str| {
         std::fs::read_to_string(args.ca_dir.join(name))
             .with_context(|| format!("reading {}", args.ca_dir.join(name).display()))
@@ -70,20 +104,25 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("issuing the waypoint certificate")?;
     let certificate = Arc::new(store.source(&identity).context("certificate handle")?);
+    certificate_ready.done();
     let (_watcher, config) =
         ConfigWatcher::start(args.config, Duration::from_millis(args.reload_interval_ms))
             .context("loading the config")?;
-    let waypoint = Waypoint::start(
-        WaypointOptions::new(identity, args.listen),
-        config,
-        certificate,
-        bundle,
-    )
-    .await?;
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for ctrl-c")?;
-    tracing::info!("draining");
-    waypoint.shutdown().await;
+    control.set_config(config.clone());
+    config_ready.done();
+
+    let mut options = WaypointOptions::new(identity, args.listen);
+    options.metrics = Some(metrics);
+    let waypoint = Waypoint::start(options, config, certificate, bundle).await?;
+    let mut watch = shutdown.watch();
+    let in_flight = watch.track("waypoint");
+    tokio::spawn(async move {
+        watch.draining().await;
+        waypoint.shutdown().await;
+        drop(in_flight);
+    });
+    let report = shutdown.run().await;
+    tracing::info!(reason = %report.reason, unfinished = ?report.unfinished, "stopped");
+    drop(control);
     Ok(())
 }

@@ -14,13 +14,14 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ambit_hbone::{ByteCounters, HboneStream, InboundRequest, Responder, Target};
 use ambit_identity::SpiffeId;
 use ambit_model::{AppProtocol, Workload};
 use ambit_policy::Connection;
+use ambit_telemetry::{Metrics, ResponseFlags};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -37,7 +38,8 @@ use crate::authz::{self, HttpAttributes};
 use crate::balance::{self, EndpointTarget};
 use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
 use crate::detect::{self, Detected, PrefixedIo};
-use crate::errors::{self, ProxyError, ResponseBody, ResponseFlag};
+use crate::errors::{self, ProxyError, ResponseBody};
+use crate::metrics::{CountingBody, MeteredBody, PendingRecord, RequestFacts};
 use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
 use crate::route::{CompiledRule, Selection};
@@ -67,7 +69,11 @@ pub struct Stack {
     config: ConfigHandle,
     upstream: Upstream,
     limits: HttpLimits,
+    metrics: Option<Metrics>,
 }
+
+/// A downstream request body, counted as it streams.
+type DownstreamBody = CountingBody<Incoming>;
 
 /// Where a tunnel goes, resolved from its `:authority`.
 #[derive(Debug, Clone)]
@@ -97,8 +103,12 @@ struct RequestLog {
     backend: Option<String>,
     endpoint: Option<SocketAddr>,
     tries: u32,
-    flag: Option<ResponseFlag>,
+    flags: ResponseFlags,
     error: Option<String>,
+    /// The service the request went to: the routed backend, else the addressed service.
+    service: Option<Arc<ServiceEntry>>,
+    /// The workload of the last endpoint tried.
+    workload: Option<Arc<Workload>>,
 }
 
 impl Default for HttpLimits {
@@ -121,7 +131,14 @@ impl Stack {
             config,
             upstream,
             limits,
+            metrics: None,
         }
+    }
+
+    /// Records Istio's request metrics into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     // ─── Phase 1: accept HBONE ──────────────────────────────────────────────────────────
@@ -318,8 +335,13 @@ impl Stack {
         // Each request sees the configuration current when it arrives.
         let snapshot = self.config.load();
         let (mut parts, body) = request.into_parts();
+        let request_bytes = Arc::new(AtomicU64::new(0));
+        let body = CountingBody::new(body, request_bytes.clone());
         let grpc = errors::is_grpc(&parts.headers);
-        let mut log = RequestLog::default();
+        let mut log = RequestLog {
+            service: tunnel.destination.service.clone(),
+            ..RequestLog::default()
+        };
         let method = parts.method.clone();
         let path = parts.uri.path().to_owned();
         let response = match self
@@ -328,13 +350,41 @@ impl Stack {
         {
             Ok(response) => response,
             Err(err) => {
-                log.flag = err.flag();
+                log.flags = if err.is_denied() {
+                    ResponseFlags::RBAC_DENIED
+                } else {
+                    err.flag().map_or(ResponseFlags::NONE, |f| {
+                        ResponseFlags::from_static(f.code())
+                    })
+                };
                 log.error = Some(err.to_string());
                 errors::respond(&err, grpc)
             }
         };
         log_request(tunnel, &method, &path, &response, &log, started.elapsed());
-        response
+        match &self.metrics {
+            Some(metrics) => {
+                let source_workload = snapshot.workload_by_ip(tunnel.client_ip);
+                let facts = RequestFacts {
+                    source_identity: &tunnel.client_identity,
+                    source_workload: source_workload.map(|w| &**w),
+                    destination_service: log.service.as_ref().map(|e| &e.service),
+                    destination_workload: log.workload.as_deref(),
+                    grpc,
+                    response_code: response.status().as_u16(),
+                    response_flags: log.flags,
+                };
+                let pending = PendingRecord::new(
+                    metrics.clone(),
+                    &facts,
+                    response.headers(),
+                    started,
+                    request_bytes,
+                );
+                response.map(|body| MeteredBody::new(body, pending).boxed_unsync())
+            }
+            None => response,
+        }
     }
 
     async fn proxy(
@@ -342,7 +392,7 @@ impl Stack {
         snapshot: &Snapshot,
         tunnel: &Tunnel,
         parts: &mut Parts,
-        body: Incoming,
+        body: DownstreamBody,
         log: &mut RequestLog,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         self.authorize(snapshot, tunnel, parts)?;
@@ -404,7 +454,7 @@ impl Stack {
         tunnel: &Tunnel,
         routed: &Routed,
         parts: &Parts,
-        body: Incoming,
+        body: DownstreamBody,
         log: &mut RequestLog,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let rule = routed.rule.as_ref().map(|r| &r.rule);
@@ -467,6 +517,7 @@ impl Stack {
     ) -> Result<Response<Incoming>, ProxyError> {
         let (endpoint, protocol) = pick_upstream(snapshot, tunnel, routed, parts.version, log)?;
         log.endpoint = Some(endpoint.addr);
+        log.workload = Some(endpoint.workload.clone());
         let body = body.ok_or_else(|| ProxyError::malformed("request body already consumed"))?;
         let request = upstream_request(parts, body, protocol, &endpoint)?;
         let send = self.upstream.send(&endpoint, protocol, request);
@@ -488,7 +539,7 @@ struct Routed {
 
 /// A request body: streamed once, or buffered so it can be sent again.
 enum RequestBody {
-    Streaming(Option<Incoming>),
+    Streaming(Option<DownstreamBody>),
     Buffered(Bytes),
 }
 
@@ -652,6 +703,7 @@ fn pick_upstream(
         entry.service.name(),
         entry.service.namespace()
     ));
+    log.service = Some(entry.clone());
     let service_port = entry.service.port(port).ok_or_else(|| {
         ProxyError::bad_backend(format!("{} has no port {port}", entry.service.hostname()))
     })?;
@@ -771,7 +823,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-async fn buffer_body(body: Incoming, limit: usize) -> Result<Bytes, ProxyError> {
+async fn buffer_body(body: DownstreamBody, limit: usize) -> Result<Bytes, ProxyError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
@@ -813,7 +865,7 @@ fn log_request(
         path,
         status = response.status().as_u16(),
         grpc_status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()),
-        flags = log.flag.map_or("-", ResponseFlag::code),
+        flags = log.flags.as_str(),
         route = log.route.as_deref(),
         backend = log.backend.as_deref(),
         endpoint = log.endpoint.map(|e| e.to_string()),

@@ -16,6 +16,7 @@ use ambit_hbone::{
 };
 use ambit_identity::tls::FixedCertificate;
 use ambit_identity::{CaOptions, CertificateAuthority, SpiffeId, TrustBundle};
+use ambit_telemetry::{Metrics, MetricsRegistry};
 use ambit_waypoint::config::{ConfigHandle, parse};
 use ambit_waypoint::{Waypoint, WaypointOptions};
 use bytes::Bytes;
@@ -131,6 +132,8 @@ pub struct Harness {
     pub ztunnel: SocketAddr,
     pub waypoint: Waypoint,
     pub config: ConfigHandle,
+    /// The registry the waypoint records its request metrics in.
+    pub registry: Arc<MetricsRegistry>,
 }
 
 /// The identity every test endpoint runs as (the destination ztunnel presents it).
@@ -161,7 +164,9 @@ impl Harness {
 
         let text = serde_json::to_string(&build(ztunnel.port())).unwrap();
         let config = ConfigHandle::new(parse(&text, 1).unwrap());
-        let options = WaypointOptions::new(id("waypoint"), "127.0.0.1:0".parse().unwrap());
+        let mut registry = MetricsRegistry::new();
+        let mut options = WaypointOptions::new(id("waypoint"), "127.0.0.1:0".parse().unwrap());
+        options.metrics = Some(Metrics::register(&mut registry));
         let waypoint = Waypoint::start(options, config.clone(), cert("waypoint"), bundle.clone())
             .await
             .unwrap();
@@ -171,6 +176,7 @@ impl Harness {
             ztunnel,
             waypoint,
             config,
+            registry: Arc::new(registry),
         }
     }
 
