@@ -166,6 +166,11 @@ async fn connect(netns: &PodNetns, socket: Socket, dst: SocketAddr) -> Result<Tc
 fn marked_socket(peer: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(peer), kind, Some(protocol))?;
     socket.set_mark(ZTUNNEL_MARK)?;
+    if kind == Type::STREAM {
+        // Proxied bytes must leave as soon as they arrive: Nagle would hold small writes back
+        // for the peer's ACK. Accepted sockets inherit the option from their listener.
+        socket.set_tcp_nodelay(true)?;
+    }
     Ok(socket)
 }
 
