@@ -97,9 +97,14 @@ pub(crate) async fn http_get(
 ) -> Result<String> {
     let mut stream = within("connecting to the node's server", netns.connect_tcp(addr)).await??;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .with_context(|| format!("sending GET {path}"))?;
     let mut response = Vec::new();
-    within("reading the response", stream.read_to_end(&mut response)).await??;
+    within("reading the response", stream.read_to_end(&mut response))
+        .await?
+        .with_context(|| format!("reading the response to GET {path}"))?;
     let response = String::from_utf8(response)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
@@ -111,9 +116,16 @@ pub(crate) async fn http_get(
 }
 
 /// Connects from the client pod as an app; returns what arrives before EOF/reset (at most
-/// `greeting_len` bytes) after sending `ping`.
+/// `greeting_len` bytes) after sending `ping`; a connection reset while connecting counts as
+/// nothing received.
 pub(crate) async fn exchange(from: &Pod, to: SocketAddr, greeting_len: usize) -> Result<Vec<u8>> {
-    let mut stream = app_connect(from.netns(), to).await?;
+    let mut stream = match app_connect(from.netns(), to).await {
+        Ok(stream) => stream,
+        // A reset that lands before the connect is reported (a fast refusal) is still a
+        // refusal: nothing was received.
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Ok(Vec::new()),
+        Err(err) => return Err(err.into()),
+    };
     let mut got = vec![0; greeting_len];
     let mut read = 0;
     while read < greeting_len {
