@@ -215,3 +215,24 @@ fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
         .find(|(key, _)| key.eq_ignore_ascii_case("host"))
         .map(|(_, host)| host.trim_matches('"'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::FORWARDED, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn the_service_comes_from_the_forwarded_host() {
+        let headers = forwarded("for=\"10.0.0.1:4000\";host=web.demo.svc.cluster.local");
+        assert_eq!(forwarded_host(&headers), Some("web.demo.svc.cluster.local"));
+        let quoted = forwarded("for=\"10.0.0.1:4000\"; Host=\"web.demo.svc.cluster.local\"");
+        assert_eq!(forwarded_host(&quoted), Some("web.demo.svc.cluster.local"));
+        assert_eq!(forwarded_host(&forwarded("for=\"10.0.0.1:4000\"")), None);
+        assert_eq!(forwarded_host(&HeaderMap::new()), None);
+    }
+}
