@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use tracing::{info, warn};
 
 use crate::certs::{PodCertificates, load_ca};
+use crate::observe::Telemetry;
 use crate::pods::{PodManager, node_resolvers};
 use crate::proxy::ProxyInputs;
 
@@ -67,12 +68,15 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
     let bundle = ca.trust_bundle().context("trust bundle")?;
     let certs = Arc::new(PodCertificates::new(Arc::new(ca), bundle));
 
+    let mut registry = MetricsRegistry::new();
+    let telemetry = Telemetry::new(&mut registry);
     let inputs = Arc::new(ProxyInputs {
         state: state.clone(),
         certs: certs.clone(),
         authorizer: Authorizer::new(root_namespace),
         trust_domain: options.trust_domain.clone(),
         next_endpoint: AtomicUsize::new(0),
+        telemetry: telemetry.clone(),
     });
     let pods = Arc::new(PodManager::new(inputs, node_resolvers()));
 
@@ -125,11 +129,15 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
                 let ids: Vec<String> = certs.identities().iter().map(ToString::to_string).collect();
                 serde_json::json!({ "identities": ids })
             }
+        })
+        .connections({
+            let live = telemetry.live().clone();
+            move || live.dump()
         });
     let admin_listener = bind(options.admin_addr)?;
     let metrics_listener = bind(options.metrics_addr)?;
     let readiness_listener = bind(options.readiness_addr)?;
-    let registry = Arc::new(MetricsRegistry::new());
+    let registry = Arc::new(registry);
     control.spawn(admin.serve(admin_listener, shutdown.watch()));
     control.spawn(serve_metrics(metrics_listener, registry, shutdown.watch()));
     control.spawn(serve_readiness(readiness_listener, ready, shutdown.watch()));

@@ -9,15 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ambit_hbone::{
-    ByteCounters, DrainSignal, InboundRequest, Responder, Server, ServerConfig, Target,
-    copy_bidirectional,
+    DrainSignal, InboundRequest, Responder, Server, ServerConfig, Target, copy_bidirectional,
 };
+use ambit_identity::SpiffeId;
 use ambit_policy::Connection;
+use ambit_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::inpod::connect_marked_from;
+use crate::observe::{service_labels, workload_labels};
 use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr, canonical_ip};
 
 /// Why a tunnel was refused before reaching the app.
@@ -102,6 +104,15 @@ async fn handle(
     };
     let target = canonical_addr(target);
     let remote = canonical_addr(request.remote_addr());
+    let labels = labels(
+        inputs,
+        pod,
+        remote,
+        request.peer_identity(),
+        request.headers(),
+    );
+    let mut tracked = inputs.telemetry.open(labels, remote, target);
+    tracked.set_hbone_authority(target.to_string());
     if let Err(refusal) = admit(
         inputs,
         pod,
@@ -110,11 +121,15 @@ async fn handle(
         target,
         request.peer_identity(),
     ) {
-        let status = match refusal {
-            Refusal::WrongDestination => StatusCode::BAD_REQUEST,
-            Refusal::UnknownWorkload => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::Denied => StatusCode::UNAUTHORIZED,
+        let (status, flags) = match refusal {
+            Refusal::WrongDestination => (StatusCode::BAD_REQUEST, ResponseFlags::CONNECT_FAILURE),
+            Refusal::UnknownWorkload => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::CONNECT_FAILURE,
+            ),
+            Refusal::Denied => (StatusCode::UNAUTHORIZED, ResponseFlags::DENIED),
         };
+        tracked.fail(flags, format!("{refusal:?}"));
         responder.reject(status);
         return;
     }
@@ -124,6 +139,7 @@ async fn handle(
         Ok(upstream) => upstream,
         Err(err) => {
             info!(pod = %pod.name, %target, %err, "app unreachable");
+            tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
             responder.reject(StatusCode::SERVICE_UNAVAILABLE);
             return;
         }
@@ -140,14 +156,83 @@ async fn handle(
         Ok(tunnel) => tunnel,
         Err(err) => {
             debug!(pod = %pod.name, %err, "client went away before 200");
+            tracked.fail(ResponseFlags::DOWNSTREAM_TERMINATED, err.to_string());
             return;
         }
     };
-    let counters = ByteCounters::default();
-    match copy_bidirectional(&mut tunnel, &mut upstream, &counters).await {
+    match copy_bidirectional(&mut tunnel, &mut upstream, tracked.counters()).await {
         Ok(done) => {
-            debug!(pod = %pod.name, peer = %request.peer_identity(), %target, ?done, "inbound HBONE done")
+            debug!(pod = %pod.name, %target, ?done, "inbound HBONE done")
         }
-        Err(err) => debug!(pod = %pod.name, %target, %err, "inbound HBONE failed"),
+        Err(err) => {
+            debug!(pod = %pod.name, %target, %err, "inbound HBONE failed");
+            tracked.set_error(err.to_string());
+        }
+    }
+}
+
+/// The labels of an inbound HBONE connection (reporter `destination`): the source principal
+/// is the peer's authenticated identity; the service comes from `forwarded: ...;host=`.
+fn labels(
+    inputs: &ProxyInputs,
+    pod: &PodContext,
+    remote: SocketAddr,
+    peer: &SpiffeId,
+    headers: &HeaderMap,
+) -> TrafficLabels {
+    let snapshot = inputs.state.load();
+    let mut labels = TrafficLabels::new(Reporter::Destination);
+    labels.connection_security_policy = SecurityPolicy::MutualTls;
+    let source = snapshot
+        .workload_by_ip(remote.ip())
+        .filter(|workload| workload.identity() == peer)
+        .map(|workload| workload_labels(workload))
+        .unwrap_or_default();
+    labels.source = source.with_spiffe_principal(&peer.to_string());
+    labels.destination = match snapshot.workload_by_uid(&pod.uid) {
+        Some(workload) => workload_labels(workload),
+        None => WorkloadLabels {
+            workload: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            ..WorkloadLabels::default()
+        }
+        .with_spiffe_principal(&pod.identity.to_string()),
+    };
+    if let Some(service) =
+        forwarded_host(headers).and_then(|host| snapshot.service_by_hostname(host))
+    {
+        labels.destination_service = service_labels(service);
+    }
+    labels
+}
+
+/// The `host=` parameter of the `forwarded` header, if any.
+fn forwarded_host(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::FORWARDED)?.to_str().ok()?;
+    value
+        .split([';', ','])
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| key.eq_ignore_ascii_case("host"))
+        .map(|(_, host)| host.trim_matches('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forwarded(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::FORWARDED, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn the_service_comes_from_the_forwarded_host() {
+        let headers = forwarded("for=\"10.0.0.1:4000\";host=web.demo.svc.cluster.local");
+        assert_eq!(forwarded_host(&headers), Some("web.demo.svc.cluster.local"));
+        let quoted = forwarded("for=\"10.0.0.1:4000\"; Host=\"web.demo.svc.cluster.local\"");
+        assert_eq!(forwarded_host(&quoted), Some("web.demo.svc.cluster.local"));
+        assert_eq!(forwarded_host(&forwarded("for=\"10.0.0.1:4000\"")), None);
+        assert_eq!(forwarded_host(&HeaderMap::new()), None);
     }
 }

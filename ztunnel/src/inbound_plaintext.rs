@@ -8,13 +8,15 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ambit_hbone::{ByteCounters, copy_bidirectional};
+use ambit_hbone::copy_bidirectional;
 use ambit_model::MtlsMode;
 use ambit_policy::Connection;
+use ambit_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::inpod::{connect_marked_from, original_destination};
+use crate::observe::workload_labels;
 use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr};
 
 /// What happens to a plaintext connection.
@@ -90,9 +92,17 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
             return;
         }
     };
+    let mut tracked = inputs
+        .telemetry
+        .open(labels(inputs, pod, client), client, target);
     let verdict = decide(inputs, pod, client, target);
     if verdict != Verdict::Forward {
         info!(pod = %pod.name, %client, %target, ?verdict, "plaintext connection refused");
+        let flags = match verdict {
+            Verdict::Strict | Verdict::Denied => ResponseFlags::DENIED,
+            Verdict::Refused | Verdict::Forward => ResponseFlags::CONNECT_FAILURE,
+        };
+        tracked.fail(flags, format!("{verdict:?}"));
         crate::proxy::reset(stream);
         return;
     }
@@ -101,16 +111,39 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
         Ok(upstream) => upstream,
         Err(err) => {
             info!(pod = %pod.name, %target, %err, "app unreachable");
+            tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
             crate::proxy::reset(stream);
             return;
         }
     };
-    let counters = ByteCounters::default();
-    match copy_bidirectional(&mut stream, &mut upstream, &counters).await {
-        Ok(done) => debug!(
-            pod = %pod.name, %client, %target, ?done,
-            connection_security_policy = "unknown", "inbound plaintext done"
-        ),
-        Err(err) => debug!(pod = %pod.name, %target, %err, "inbound plaintext failed"),
+    match copy_bidirectional(&mut stream, &mut upstream, tracked.counters()).await {
+        Ok(done) => debug!(pod = %pod.name, %client, %target, ?done, "inbound plaintext done"),
+        Err(err) => {
+            debug!(pod = %pod.name, %target, %err, "inbound plaintext failed");
+            tracked.set_error(err.to_string());
+        }
     }
+}
+
+/// The labels of a plaintext connection (reporter `destination`): nothing about the client
+/// is proven, so its workload comes from its IP and it has no principal.
+fn labels(inputs: &ProxyInputs, pod: &PodContext, client: SocketAddr) -> TrafficLabels {
+    let snapshot = inputs.state.load();
+    let mut labels = TrafficLabels::new(Reporter::Destination);
+    labels.connection_security_policy = SecurityPolicy::Unknown;
+    if let Some(workload) = snapshot.workload_by_ip(client.ip()) {
+        labels.source = WorkloadLabels {
+            principal: None,
+            ..workload_labels(workload)
+        };
+    }
+    labels.destination = match snapshot.workload_by_uid(&pod.uid) {
+        Some(workload) => workload_labels(workload),
+        None => WorkloadLabels {
+            workload: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            ..WorkloadLabels::default()
+        },
+    };
+    labels
 }

@@ -19,12 +19,14 @@ use ambit_hbone::{ByteCounters, ConnectRequest, Target, copy_bidirectional};
 use ambit_identity::SpiffeId;
 use ambit_model::{WaypointRef, Workload};
 use ambit_state::{Destination, Snapshot};
+use ambit_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels};
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::inpod::{HBONE_PORT, connect_marked, original_destination};
+use crate::observe::{service_labels, workload_labels};
 use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr, reset};
 
 /// Where one outbound connection goes.
@@ -147,23 +149,27 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
             return;
         }
     };
-    let route = {
+    let (route, labels) = {
         let snapshot = inputs.state.load();
         let n = inputs.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        route(&snapshot, original, n)
+        let route = route(&snapshot, original, n);
+        let labels = labels(&snapshot, pod, original, &route);
+        (route, labels)
     };
     debug!(pod = %pod.name, %client, %original, ?route, "outbound");
-    let counters = ByteCounters::default();
+    let mut tracked = inputs.telemetry.open(labels, client, original);
     let result = match route {
         Route::Refuse(reason) => {
             info!(pod = %pod.name, %client, %original, reason, "outbound connection refused");
+            tracked.fail(ResponseFlags::CONNECT_FAILURE, reason);
             reset(stream);
             return;
         }
         Route::Tcp(target) => match connect_marked(&pod.netns, target).await {
-            Ok(mut upstream) => copy(&mut stream, &mut upstream, &counters).await,
+            Ok(mut upstream) => copy(&mut stream, &mut upstream, tracked.counters()).await,
             Err(err) => {
                 info!(pod = %pod.name, %target, %err, "passthrough connect failed");
+                tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
                 reset(stream);
                 return;
             }
@@ -174,6 +180,7 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
             expected,
             service_host,
         } => {
+            tracked.set_hbone_authority(target.to_string());
             let request = ConnectRequest::new(
                 pod.identity.clone(),
                 expected,
@@ -182,9 +189,10 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
             );
             let request = with_headers(request, client, service_host.as_deref(), inputs, pod);
             match pod.pool.connect(request).await {
-                Ok(mut tunnel) => copy(&mut stream, &mut tunnel, &counters).await,
+                Ok(mut tunnel) => copy(&mut stream, &mut tunnel, tracked.counters()).await,
                 Err(err) => {
                     info!(pod = %pod.name, %next_hop, %target, %err, "HBONE connect failed");
+                    tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
                     reset(stream);
                     return;
                 }
@@ -194,10 +202,61 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
     match result {
         Ok(()) => debug!(
             pod = %pod.name, %original,
-            sent = counters.a_to_b(), received = counters.b_to_a(), "outbound connection done"
+            sent = tracked.counters().a_to_b(), received = tracked.counters().b_to_a(),
+            "outbound connection done"
         ),
-        Err(err) => debug!(pod = %pod.name, %original, %err, "outbound connection failed"),
+        Err(err) => {
+            debug!(pod = %pod.name, %original, %err, "outbound connection failed");
+            tracked.set_error(err.to_string());
+        }
     }
+}
+
+/// The labels of an outbound connection (reporter `source`), from the same snapshot that
+/// chose its route.
+pub fn labels(
+    snapshot: &Snapshot,
+    pod: &PodContext,
+    original: SocketAddr,
+    route: &Route,
+) -> TrafficLabels {
+    let mut labels = TrafficLabels::new(Reporter::Source);
+    labels.source = match snapshot.workload_by_uid(&pod.uid) {
+        Some(workload) => workload_labels(workload),
+        None => WorkloadLabels {
+            workload: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            ..WorkloadLabels::default()
+        }
+        .with_spiffe_principal(&pod.identity.to_string()),
+    };
+    if let Destination::Service { service, .. } = snapshot.resolve(original) {
+        labels.destination_service = service_labels(&service);
+    }
+    let upstream = match route {
+        Route::Hbone {
+            target, expected, ..
+        } => {
+            labels.connection_security_policy = SecurityPolicy::MutualTls;
+            // Through a waypoint the peer is the waypoint, not a workload of the state.
+            match snapshot.workload_by_ip(target.ip()) {
+                Some(workload) => Some(workload_labels(workload)),
+                None => expected
+                    .first()
+                    .map(|id| WorkloadLabels::default().with_spiffe_principal(&id.to_string())),
+            }
+        }
+        Route::Tcp(target) => snapshot.workload_by_ip(target.ip()).map(|workload| {
+            // Plain TCP: the peer's identity is not proven, so no principal.
+            WorkloadLabels {
+                principal: None,
+                ..workload_labels(workload)
+            }
+        }),
+        Route::Refuse(_) => None,
+    };
+    labels.destination = upstream.unwrap_or_default();
+    labels
 }
 
 async fn copy<B>(

@@ -15,6 +15,7 @@ use tracing::debug;
 
 use crate::certs::PodCertificates;
 use crate::inpod::PodNetns;
+use crate::observe::Telemetry;
 
 /// Node-wide inputs of the proxies, built once in `app.rs`.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct ProxyInputs {
     pub trust_domain: String,
     /// Round-robin position over service endpoints.
     pub next_endpoint: AtomicUsize,
+    /// Metrics, access log and the live-connection table.
+    pub telemetry: Telemetry,
 }
 
 /// The enrolled pod one set of proxies serves.

@@ -5,34 +5,12 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use ambit_cni::client::{Client, ClientConfig};
-use ambit_cni::protocol::{PodInfo, Reply, ZtunnelRequest};
 use ambit_identity::{CaOptions, CertificateAuthority};
-use ambit_localnet::{Node, Pod};
-use anyhow::{Context, Result, bail, ensure};
-use support::{APP_PORT, Bed, app_connect, bounded, echo_at, plain_ip, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Child;
-
-/// A ztunnel process in a node's namespace; killed when dropped.
-struct Ztunnel {
-    _child: Child,
-    socket: PathBuf,
-}
-
-fn workload_yaml(pod: &Pod, uid: &str) -> String {
-    format!(
-        "  - {{uid: {uid}, name: {name}, namespace: {ns}, serviceAccount: {name}, node: {node}, ips: [{ip}], protocol: HBONE}}\n",
-        name = pod.name(),
-        ns = pod.namespace(),
-        node = pod.node(),
-        ip = pod.ip(),
-    )
-}
+use anyhow::{Context, Result, ensure};
+use support::ztunnel::{enroll, exchange, start_ztunnel, workload_yaml};
+use support::{APP_PORT, Bed, bounded, echo_at, plain_ip, within};
 
 fn config(bed: &Bed, deny: bool) -> String {
     let mut yaml = String::from("workloads:\n");
@@ -44,86 +22,6 @@ fn config(bed: &Bed, deny: bool) -> String {
         );
     }
     yaml
-}
-
-async fn start_ztunnel(node: &Node, dir: &Path) -> Result<Ztunnel> {
-    let socket = dir.join(format!("{}.sock", node.name()));
-    let log = std::fs::File::create(dir.join(format!("{}.log", node.name())))?;
-    let child = node
-        .netns()
-        .command(env!("CARGO_BIN_EXE_ztunnel"))
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .args(["--node", node.name()])
-        .arg("--ca-dir")
-        .arg(dir.join("ca"))
-        .arg("--node-agent-socket")
-        .arg(&socket)
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting ztunnel")?;
-    // Ready to enroll once the node-agent socket exists (bounded: `bounded` wraps the test).
-    within("node-agent socket", async {
-        while !socket.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await?;
-    Ok(Ztunnel {
-        _child: child,
-        socket,
-    })
-}
-
-/// Acts as the node agent: sends the node's snapshot and waits for the ack (which ztunnel
-/// gives once the pods' certificates, rules and listeners are in place).
-async fn enroll(ztunnel: &Ztunnel, pod: &Pod, uid: &str) -> Result<()> {
-    let socket = ztunnel.socket.clone();
-    let info = PodInfo {
-        uid: uid.to_owned(),
-        namespace: pod.namespace().to_owned(),
-        name: pod.name().to_owned(),
-        service_account: pod.name().to_owned(),
-        netns: pod.netns().path().display().to_string(),
-    };
-    let reply = tokio::task::spawn_blocking(move || {
-        let config = ClientConfig {
-            connect_timeout: Duration::from_secs(5),
-            call_timeout: Duration::from_secs(30),
-        };
-        let mut client = Client::<ZtunnelRequest>::connect(&socket, &config)?;
-        client.call(&ZtunnelRequest::Snapshot { pods: vec![info] })
-    })
-    .await??;
-    match reply {
-        Reply::Ack { .. } => Ok(()),
-        Reply::Error { kind, message } => bail!("enroll refused ({kind}): {message}"),
-    }
-}
-
-/// Connects from the client pod as an app; returns what arrives before EOF/reset (at most
-/// `greeting_len` bytes) after sending `ping`.
-async fn exchange(from: &Pod, to: SocketAddr, greeting_len: usize) -> Result<Vec<u8>> {
-    let mut stream = app_connect(from.netns(), to).await?;
-    let mut got = vec![0; greeting_len];
-    let mut read = 0;
-    while read < greeting_len {
-        match within("reading the greeting", stream.read(&mut got[read..])).await? {
-            Ok(0) | Err(_) => break,
-            Ok(n) => read += n,
-        }
-    }
-    got.truncate(read);
-    if read == greeting_len {
-        stream.write_all(b"ping").await?;
-        let mut echoed = [0; 4];
-        within("reading the echo", stream.read_exact(&mut echoed)).await??;
-        ensure!(&echoed == b"ping", "echo returned {echoed:?}");
-    }
-    Ok(got)
 }
 
 #[tokio::test]

@@ -10,10 +10,13 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use ambit_localnet::{Cluster, Netns, Pod};
+
 use ambit_ztunnel::inpod::{PodNetns, original_destination};
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+pub(crate) mod ztunnel;
 
 /// Upper bound for a whole test; a cluster takes well under a second to build.
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,0 +1,145 @@
+//! The real `ztunnel` binary in a node's namespace, and the node agent's side of enrollment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use ambit_cni::client::{Client, ClientConfig};
+use ambit_cni::protocol::{PodInfo, Reply, ZtunnelRequest};
+use ambit_localnet::{Netns, Node, Pod};
+use anyhow::{Context, Result, bail, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Child;
+
+use super::{app_connect, within};
+
+/// A ztunnel process in a node's namespace; killed when dropped.
+pub(crate) struct Ztunnel {
+    _child: Child,
+    socket: PathBuf,
+}
+
+pub(crate) fn workload_yaml(pod: &Pod, uid: &str) -> String {
+    format!(
+        "  - {{uid: {uid}, name: {name}, namespace: {ns}, serviceAccount: {name}, node: {node}, ips: [{ip}], protocol: HBONE}}\n",
+        name = pod.name(),
+        ns = pod.namespace(),
+        node = pod.node(),
+        ip = pod.ip(),
+    )
+}
+
+pub(crate) async fn start_ztunnel(node: &Node, dir: &Path) -> Result<Ztunnel> {
+    let socket = dir.join(format!("{}.sock", node.name()));
+    let log = std::fs::File::create(dir.join(format!("{}.log", node.name())))?;
+    let child = node
+        .netns()
+        .command(env!("CARGO_BIN_EXE_ztunnel"))
+        .arg("--config")
+        .arg(dir.join("config.yaml"))
+        .args(["--node", node.name()])
+        .arg("--ca-dir")
+        .arg(dir.join("ca"))
+        .arg("--node-agent-socket")
+        .arg(&socket)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting ztunnel")?;
+    // Ready to enroll once the node-agent socket exists (bounded: `bounded` wraps the test).
+    within("node-agent socket", async {
+        while !socket.exists() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await?;
+    Ok(Ztunnel {
+        _child: child,
+        socket,
+    })
+}
+
+/// Acts as the node agent: sends the node's snapshot and waits for the ack (which ztunnel
+/// gives once the pods' certificates, rules and listeners are in place).
+pub(crate) async fn enroll(ztunnel: &Ztunnel, pod: &Pod, uid: &str) -> Result<()> {
+    let socket = ztunnel.socket.clone();
+    let info = PodInfo {
+        uid: uid.to_owned(),
+        namespace: pod.namespace().to_owned(),
+        name: pod.name().to_owned(),
+        service_account: pod.name().to_owned(),
+        netns: pod.netns().path().display().to_string(),
+    };
+    let reply = tokio::task::spawn_blocking(move || {
+        let config = ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(30),
+        };
+        let mut client = Client::<ZtunnelRequest>::connect(&socket, &config)?;
+        client.call(&ZtunnelRequest::Snapshot { pods: vec![info] })
+    })
+    .await??;
+    match reply {
+        Reply::Ack { .. } => Ok(()),
+        Reply::Error { kind, message } => bail!("enroll refused ({kind}): {message}"),
+    }
+}
+
+/// `GET path` over HTTP/1.1 on `addr` from inside `netns` (ztunnel's metrics and admin
+/// servers listen in the node's namespace); returns the body of a 200.
+pub(crate) async fn http_get(
+    netns: &Netns,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<String> {
+    let mut stream = within("connecting to the node's server", netns.connect_tcp(addr)).await??;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .with_context(|| format!("sending GET {path}"))?;
+    let mut response = Vec::new();
+    within("reading the response", stream.read_to_end(&mut response))
+        .await?
+        .with_context(|| format!("reading the response to GET {path}"))?;
+    let response = String::from_utf8(response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no end of headers")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {head}");
+    }
+    Ok(body.to_owned())
+}
+
+/// Connects from the client pod as an app; returns what arrives before EOF/reset (at most
+/// `greeting_len` bytes) after sending `ping`; a connection reset while connecting counts as
+/// nothing received.
+pub(crate) async fn exchange(from: &Pod, to: SocketAddr, greeting_len: usize) -> Result<Vec<u8>> {
+    let mut stream = match app_connect(from.netns(), to).await {
+        Ok(stream) => stream,
+        // A reset that lands before the connect is reported (a fast refusal) is still a
+        // refusal: nothing was received.
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => return Ok(Vec::new()),
+        Err(err) => return Err(err.into()),
+    };
+    let mut got = vec![0; greeting_len];
+    let mut read = 0;
+    while read < greeting_len {
+        match within("reading the greeting", stream.read(&mut got[read..])).await? {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    got.truncate(read);
+    if read == greeting_len {
+        stream.write_all(b"ping").await?;
+        let mut echoed = [0; 4];
+        within("reading the echo", stream.read_exact(&mut echoed)).await??;
+        ensure!(&echoed == b"ping", "echo returned {echoed:?}");
+    }
+    Ok(got)
+}
