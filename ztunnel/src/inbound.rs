@@ -79,7 +79,7 @@ pub fn admit(
         destination_port: target.port(),
     };
     let decision = inputs.authorizer.evaluate_l4(
-        snapshot.policies().iter().map(Arc::as_ref),
+        snapshot.policies_for(workload).into_iter().map(Arc::as_ref),
         workload,
         &connection,
     );

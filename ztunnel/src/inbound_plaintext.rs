@@ -72,7 +72,7 @@ pub fn decide(
         destination_port: target.port(),
     };
     let decision = inputs.authorizer.evaluate_l4(
-        snapshot.policies().iter().map(Arc::as_ref),
+        snapshot.policies_for(workload).into_iter().map(Arc::as_ref),
         workload,
         &connection,
     );
