@@ -16,19 +16,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ambit_cni::client::{Client, ClientConfig};
-use ambit_cni::protocol::{PodInfo, Reply, ZtunnelRequest};
 use ambit_identity::{CaOptions, CertificateAuthority};
-use ambit_localnet::{Netns, Node, Pod};
+use ambit_localnet::Netns;
 use anyhow::{Context, Result, bail, ensure};
+use support::ztunnel::{Ztunnel, enroll, start_ztunnel_logging, workload_yaml};
 use support::{Bed, app_connect, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Child;
 
 /// The server pod's echo port (ping-pong, connection rate, held connections).
 const ECHO_PORT: u16 = 7000;
@@ -67,12 +64,6 @@ struct Usage {
     fds: usize,
 }
 
-/// A ztunnel process in a node's namespace; killed when dropped.
-struct Ztunnel {
-    child: Child,
-    socket: PathBuf,
-}
-
 impl Plan {
     fn new(quick: bool) -> Self {
         if quick {
@@ -95,23 +86,17 @@ impl Plan {
     }
 }
 
-impl Ztunnel {
-    fn pid(&self) -> Result<u32> {
-        self.child.id().context("ztunnel exited")
-    }
-
-    /// VmRSS and open descriptors from /proc; `ip netns exec` execs, so the pid is ztunnel's.
-    fn usage(&self) -> Result<Usage> {
-        let pid = self.pid()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let rss_kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS in /proc/<pid>/status")?;
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-        Ok(Usage { rss_kib, fds })
-    }
+/// VmRSS and open descriptors of a running ztunnel, from /proc.
+fn usage(ztunnel: &Ztunnel) -> Result<Usage> {
+    let pid = ztunnel.pid().context("ztunnel exited")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS in /proc/<pid>/status")?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    Ok(Usage { rss_kib, fds })
 }
 
 fn main() -> Result<()> {
@@ -137,7 +122,7 @@ fn main() -> Result<()> {
         let plan = Plan::new(quick);
         let bed = Bed::new("zt-bench").await?;
         let dir = std::env::temp_dir().join(format!("ambit-zt-bench-{}", bed.cluster.prefix()));
-        let outcome = tokio::time::timeout(RUN_TIMEOUT, run(&bed, &dir, binary, &plan))
+        let outcome = tokio::time::timeout(RUN_TIMEOUT, run(&bed, &dir, &plan))
             .await
             .unwrap_or_else(|_| Err(anyhow::anyhow!("benchmark timed out after {RUN_TIMEOUT:?}")));
         let _ = std::fs::remove_dir_all(&dir);
@@ -147,7 +132,7 @@ fn main() -> Result<()> {
 }
 
 /// Measures both paths and prints the table; ztunnels are killed when this returns.
-async fn run(bed: &Bed, dir: &Path, binary: &Path, plan: &Plan) -> Result<()> {
+async fn run(bed: &Bed, dir: &Path, plan: &Plan) -> Result<()> {
     let echo_addr = SocketAddr::from((bed.b.ip(), ECHO_PORT));
     let sink_addr = SocketAddr::from((bed.b.ip(), SINK_PORT));
     let echo = bed.b.netns().bind_tcp(echo_addr)?;
@@ -170,18 +155,19 @@ async fn run(bed: &Bed, dir: &Path, binary: &Path, plan: &Plan) -> Result<()> {
     std::fs::write(dir.join("config.yaml"), yaml)?;
     let node_a = bed.cluster.node("a").context("node a")?;
     let node_b = bed.cluster.node("b").context("node b")?;
-    let zt_a = start_ztunnel(binary, &node_a, dir).await?;
-    let zt_b = start_ztunnel(binary, &node_b, dir).await?;
+    // Per-connection logging would be measured too; keep only warnings.
+    let zt_a = start_ztunnel_logging(&node_a, dir, "warn").await?;
+    let zt_b = start_ztunnel_logging(&node_b, dir, "warn").await?;
     enroll(&zt_a, &bed.a, "uid-a").await?;
     enroll(&zt_b, &bed.b, "uid-b").await?;
-    let idle = (zt_a.usage()?, zt_b.usage()?);
+    let idle = (usage(&zt_a)?, usage(&zt_b)?);
 
     eprintln!("measuring through the mesh ...");
     let mesh = measure(client, echo_addr, sink_addr, plan).await?;
 
     eprintln!("holding {HELD_CONNECTIONS} connections ...");
     let held = hold_connections(client, echo_addr, HELD_CONNECTIONS).await?;
-    let loaded = (zt_a.usage()?, zt_b.usage()?);
+    let loaded = (usage(&zt_a)?, usage(&zt_b)?);
     // Each held connection has a socket in both ztunnels: proof the traffic went through them.
     for (name, before, after) in [("a", idle.0, loaded.0), ("b", idle.1, loaded.1)] {
         ensure!(
@@ -360,70 +346,6 @@ async fn sink_connection(mut stream: TcpStream) -> std::io::Result<()> {
         total += read as u64;
     }
     stream.write_all(&total.to_be_bytes()).await
-}
-
-fn workload_yaml(pod: &Pod, uid: &str) -> String {
-    format!(
-        "  - {{uid: {uid}, name: {name}, namespace: {ns}, serviceAccount: {name}, node: {node}, ips: [{ip}], protocol: HBONE}}\n",
-        name = pod.name(),
-        ns = pod.namespace(),
-        node = pod.node(),
-        ip = pod.ip(),
-    )
-}
-
-async fn start_ztunnel(binary: &Path, node: &Node, dir: &Path) -> Result<Ztunnel> {
-    let socket = dir.join(format!("{}.sock", node.name()));
-    let log = std::fs::File::create(dir.join(format!("{}.log", node.name())))?;
-    let child = node
-        .netns()
-        .command(binary)
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
-        .args(["--node", node.name()])
-        .arg("--ca-dir")
-        .arg(dir.join("ca"))
-        .arg("--node-agent-socket")
-        .arg(&socket)
-        // Per-connection logging would be measured too; keep only warnings.
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting ztunnel")?;
-    within("node-agent socket", async {
-        while !socket.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await?;
-    Ok(Ztunnel { child, socket })
-}
-
-/// Acts as the node agent: sends the node's snapshot and waits for ztunnel's ack.
-async fn enroll(ztunnel: &Ztunnel, pod: &Pod, uid: &str) -> Result<()> {
-    let socket = ztunnel.socket.clone();
-    let info = PodInfo {
-        uid: uid.to_owned(),
-        namespace: pod.namespace().to_owned(),
-        name: pod.name().to_owned(),
-        service_account: pod.name().to_owned(),
-        netns: pod.netns().path().display().to_string(),
-    };
-    let reply = tokio::task::spawn_blocking(move || {
-        let config = ClientConfig {
-            connect_timeout: Duration::from_secs(5),
-            call_timeout: Duration::from_secs(30),
-        };
-        let mut client = Client::<ZtunnelRequest>::connect(&socket, &config)?;
-        client.call(&ZtunnelRequest::Snapshot { pods: vec![info] })
-    })
-    .await??;
-    match reply {
-        Reply::Ack { .. } => Ok(()),
-        Reply::Error { kind, message } => bail!("enroll refused ({kind}): {message}"),
-    }
 }
 
 fn median(values: &mut [f64]) -> f64 {

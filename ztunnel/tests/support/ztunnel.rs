@@ -20,6 +20,13 @@ pub(crate) struct Ztunnel {
     socket: PathBuf,
 }
 
+impl Ztunnel {
+    /// The process id, while it runs (`ip netns exec` execs, so it is ztunnel's own).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self._child.id()
+    }
+}
+
 pub(crate) fn workload_yaml(pod: &Pod, uid: &str) -> String {
     format!(
         "  - {{uid: {uid}, name: {name}, namespace: {ns}, serviceAccount: {name}, node: {node}, ips: [{ip}], protocol: HBONE}}\n",
@@ -30,7 +37,18 @@ pub(crate) fn workload_yaml(pod: &Pod, uid: &str) -> String {
     )
 }
 
+/// Starts ztunnel with debug logs (tests read them on failure).
 pub(crate) async fn start_ztunnel(node: &Node, dir: &Path) -> Result<Ztunnel> {
+    start_ztunnel_logging(node, dir, "debug").await
+}
+
+/// Starts ztunnel in `node`'s namespace with `RUST_LOG=log_level`, reading `dir/config.yaml`
+/// and the CA in `dir/ca`; ready once its node-agent socket exists.
+pub(crate) async fn start_ztunnel_logging(
+    node: &Node,
+    dir: &Path,
+    log_level: &str,
+) -> Result<Ztunnel> {
     let socket = dir.join(format!("{}.sock", node.name()));
     let log = std::fs::File::create(dir.join(format!("{}.log", node.name())))?;
     let child = node
@@ -43,7 +61,7 @@ pub(crate) async fn start_ztunnel(node: &Node, dir: &Path) -> Result<Ztunnel> {
         .arg(dir.join("ca"))
         .arg("--node-agent-socket")
         .arg(&socket)
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", log_level)
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .kill_on_drop(true)
