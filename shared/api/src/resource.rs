@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use ambit_model::{AuthorizationPolicy, PeerAuthentication, Service, Workload};
+use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
 use bytes::Bytes;
 
 use crate::proto;
@@ -23,6 +23,8 @@ pub enum ResourceKind {
     AuthorizationPolicy,
     /// [`PeerAuthentication`].
     PeerAuthentication,
+    /// [`HttpRoute`] (Gateway API HTTPRoute, for waypoints).
+    HttpRoute,
 }
 
 /// Identifies one resource within a scope.
@@ -48,6 +50,8 @@ pub enum MeshResource {
     AuthorizationPolicy(AuthorizationPolicy),
     /// A peer authentication policy.
     PeerAuthentication(PeerAuthentication),
+    /// An HTTP route (waypoints only).
+    HttpRoute(HttpRoute),
 }
 
 /// A resource that could not be encoded or decoded.
@@ -60,8 +64,9 @@ pub struct ResourceError {
 
 impl ResourceKind {
     /// Every kind, in wire-name order.
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 5] = [
         ResourceKind::AuthorizationPolicy,
+        ResourceKind::HttpRoute,
         ResourceKind::PeerAuthentication,
         ResourceKind::Service,
         ResourceKind::Workload,
@@ -74,6 +79,7 @@ impl ResourceKind {
             ResourceKind::Service => "Service",
             ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
             ResourceKind::PeerAuthentication => "PeerAuthentication",
+            ResourceKind::HttpRoute => "HttpRoute",
         }
     }
 
@@ -130,6 +136,7 @@ impl MeshResource {
             MeshResource::Service(s) => (s.namespace(), s.name()),
             MeshResource::AuthorizationPolicy(p) => (p.namespace(), p.name()),
             MeshResource::PeerAuthentication(p) => (p.namespace(), p.name()),
+            MeshResource::HttpRoute(r) => (r.namespace(), r.name()),
         };
         ResourceKey::new(self.kind(), namespace, name)
     }
@@ -141,6 +148,7 @@ impl MeshResource {
             MeshResource::Service(_) => ResourceKind::Service,
             MeshResource::AuthorizationPolicy(_) => ResourceKind::AuthorizationPolicy,
             MeshResource::PeerAuthentication(_) => ResourceKind::PeerAuthentication,
+            MeshResource::HttpRoute(_) => ResourceKind::HttpRoute,
         }
     }
 
@@ -151,6 +159,7 @@ impl MeshResource {
             MeshResource::Service(s) => serde_json::to_vec(s),
             MeshResource::AuthorizationPolicy(p) => serde_json::to_vec(p),
             MeshResource::PeerAuthentication(p) => serde_json::to_vec(p),
+            MeshResource::HttpRoute(r) => serde_json::to_vec(r),
         };
         json.map(Bytes::from).map_err(|err| ResourceError {
             what: self.key().to_string(),
@@ -169,6 +178,7 @@ impl MeshResource {
             ResourceKind::PeerAuthentication => {
                 serde_json::from_slice(payload).map(MeshResource::PeerAuthentication)
             }
+            ResourceKind::HttpRoute => serde_json::from_slice(payload).map(MeshResource::HttpRoute),
         };
         let resource = decoded.map_err(|err| ResourceError {
             what: key.to_string(),
@@ -214,6 +224,20 @@ impl MeshResource {
             MeshResource::PeerAuthentication(p) => Some(p),
             _ => None,
         }
+    }
+
+    /// The HTTP route, if this is one.
+    pub fn as_http_route(&self) -> Option<&HttpRoute> {
+        match self {
+            MeshResource::HttpRoute(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<HttpRoute> for MeshResource {
+    fn from(value: HttpRoute) -> Self {
+        MeshResource::HttpRoute(value)
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ambit_model::{AuthorizationPolicy, PeerAuthentication, Service, Workload};
+use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
 
 use crate::proto;
 use crate::resource::{MeshResource, ResourceError, ResourceKey, ResourceKind};
@@ -77,6 +77,12 @@ impl ConfigView {
     pub fn peer_authentications(&self) -> impl Iterator<Item = &PeerAuthentication> {
         self.of_kind(ResourceKind::PeerAuthentication)
             .filter_map(MeshResource::as_peer_authentication)
+    }
+
+    /// The HTTP routes (a waypoint's scope).
+    pub fn http_routes(&self) -> impl Iterator<Item = &HttpRoute> {
+        self.of_kind(ResourceKind::HttpRoute)
+            .filter_map(MeshResource::as_http_route)
     }
 
     fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &MeshResource> {
