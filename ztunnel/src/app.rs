@@ -1,5 +1,6 @@
-//! All of ztunnel's wiring, in one place: config → state, CA dir → certificates, node-agent
-//! socket → enrollment, admin/metrics/readiness servers, and SIGTERM drain.
+//! All of ztunnel's wiring, in one place: controller (or config file + CA dir) → state and
+//! certificates, node-agent socket → enrollment, admin/metrics/readiness servers, and SIGTERM
+//! drain.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use ambit_api::{ConfigClient, ConfigClientOptions, GrpcIssuer, ScopeKey};
 use ambit_policy::Authorizer;
 use ambit_runtime::{AdminServer, ControlRuntime, Ready, Shutdown, serve_metrics, serve_readiness};
-use ambit_state::StateStore;
+use ambit_state::{Snapshot, StateStore};
 use ambit_telemetry::{LogHandle, MetricsRegistry};
 use anyhow::{Context, Result};
 use tracing::{info, warn};
@@ -19,15 +21,32 @@ use crate::observe::Telemetry;
 use crate::pods::{PodManager, node_resolvers};
 use crate::proxy::ProxyInputs;
 
+/// Where config and certificates come from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// The controller: config over its gRPC stream for this node, certificates from its CA.
+    Controller {
+        /// `http://host:port` of the controller's gRPC server.
+        address: http::Uri,
+        /// The bearer token the CA authenticates this node by; read before each request.
+        token_file: PathBuf,
+    },
+    /// A static config file, watched, and CA material signing in-process (tests, no controller).
+    File {
+        /// The config file.
+        config: PathBuf,
+        /// CA material in Istio's `cacerts` layout.
+        ca_dir: PathBuf,
+    },
+}
+
 /// What the command line decided.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The static config file, watched for changes.
-    pub config: PathBuf,
-    /// This node's name (for logs; workloads carry their node).
+    /// Where config and certificates come from.
+    pub source: ConfigSource,
+    /// This node's name: the controller scopes config and certificates to it.
     pub node: String,
-    /// CA material in Istio's `cacerts` layout.
-    pub ca_dir: PathBuf,
     /// Trust domain of pod identities.
     pub trust_domain: String,
     /// Where the node agent connects, if anywhere.
@@ -49,24 +68,47 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
     let config_ready = ready.register("config");
     let certificates_ready = ready.register("certificates");
 
-    let text = std::fs::read_to_string(&options.config)
-        .with_context(|| format!("reading {}", options.config.display()))?;
-    let snapshot = crate::config::parse(&text)
-        .with_context(|| format!("config {}", options.config.display()))?;
-    let root_namespace = snapshot.root_namespace().to_owned();
-    let state = Arc::new(StateStore::new(snapshot));
-    tokio::spawn(crate::config::watch(
-        options.config.clone(),
-        state.clone(),
-        text,
-    ));
-    config_ready.done();
-
-    // Local mode: ztunnel signs its own pods' CSRs with the CA from --ca-dir, standing in for
-    // the controller's CA (issue 5) until the CSR client to the controller exists.
-    let ca = load_ca(&options.ca_dir, &options.trust_domain)?;
-    let bundle = ca.trust_bundle().context("trust bundle")?;
-    let certs = Arc::new(PodCertificates::new(Arc::new(ca), bundle));
+    // Kept to the end: dropping the client stops the subscription.
+    let mut _config_client = None;
+    let (state, certs) = match &options.source {
+        ConfigSource::File { config, ca_dir } => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let snapshot = crate::config::parse(&text)
+                .with_context(|| format!("config {}", config.display()))?;
+            let state = Arc::new(StateStore::new(snapshot));
+            tokio::spawn(crate::config::watch(config.clone(), state.clone(), text));
+            config_ready.done();
+            let ca = load_ca(ca_dir, &options.trust_domain)?;
+            let bundle = ca.trust_bundle().context("trust bundle")?;
+            (state, PodCertificates::new(Arc::new(ca), bundle))
+        }
+        ConfigSource::Controller {
+            address,
+            token_file,
+        } => {
+            let client = ConfigClient::start(
+                address.clone(),
+                ScopeKey::node(&options.node),
+                ConfigClientOptions::new(format!("ztunnel/{}", options.node)),
+            );
+            let state = Arc::new(StateStore::new(Snapshot::default()));
+            tokio::spawn(crate::config::follow_controller(
+                client.config(),
+                state.clone(),
+                move || config_ready.done(),
+            ));
+            _config_client = Some(client);
+            info!(controller = %address, "config and certificates from the controller");
+            let issuer = GrpcIssuer::with_token_file(address.clone(), token_file);
+            (
+                state,
+                PodCertificates::from_controller(issuer, &options.trust_domain),
+            )
+        }
+    };
+    let root_namespace = state.load().root_namespace().to_owned();
+    let certs = Arc::new(certs);
 
     let mut registry = MetricsRegistry::new();
     let telemetry = Telemetry::new(&mut registry);

@@ -1,8 +1,9 @@
 //! Workload certificates of the pods on this node.
 //!
-//! Local mode stands in for the controller's CA (issue 5): ztunnel loads the CA material from
-//! `--ca-dir` (Istio `cacerts` names) and signs its own pods' CSRs in-process, through the same
-//! [`CertStore`] that will later talk to the controller. Keys are made here and never leave.
+//! Two issuers feed the same [`CertStore`]: the controller's CA over gRPC ([`GrpcIssuer`],
+//! `--controller`), whose answers also carry the trust bundle, or — for tests and `--config`
+//! runs without a controller — CA material loaded from `--ca-dir` (Istio `cacerts` names)
+//! signing in-process. Keys are made here and never leave.
 //!
 //! Invariant 2: a certificate is requested only for the identity of a pod enrolled on this
 //! node ([`PodCertificates::acquire`]) and forgotten when the last such pod leaves
@@ -11,13 +12,15 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use ambit_api::GrpcIssuer;
 use ambit_hbone::ClientTlsProvider;
 use ambit_identity::{
     CaMaterial, CaOptions, CertHandle, CertStore, CertStoreError, CertStoreOptions,
-    CertificateAuthority, SpiffeId, TrustBundle, tls,
+    CertificateAuthority, CertificateIssuer, IssueError, IssueFuture, SpiffeId, TrustBundle, tls,
 };
+use rustls_pki_types::CertificateSigningRequestDer;
 
 /// Why the CA directory could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -31,24 +34,64 @@ pub struct CaDirError {
 #[derive(Debug)]
 pub struct PodCertificates {
     store: CertStore,
-    bundle: TrustBundle,
+    bundle: Arc<SharedBundle>,
     holders: Mutex<HashMap<SpiffeId, usize>>,
 }
 
+/// TLS cannot be set up for a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// The controller's CA has not answered yet, so nothing can be verified.
+    #[error("no trust bundle from the CA yet")]
+    NoTrustBundle,
+    /// rustls refused the configuration.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsConfigError),
+}
+
+/// The mesh trust bundle; replaced with each answer of the controller's CA (its roots may
+/// change during a rotation).
+#[derive(Debug, Default)]
+struct SharedBundle(RwLock<Option<TrustBundle>>);
+
+/// The controller's CA, remembering the trust bundle each answer carries.
+#[derive(Debug)]
+struct ControllerIssuer {
+    grpc: GrpcIssuer,
+    trust_domain: String,
+    bundle: Arc<SharedBundle>,
+}
+
 impl PodCertificates {
-    /// Certificates issued by `issuer` (here the in-process CA), trusted through `bundle`.
-    /// Must be called inside a tokio runtime.
-    pub fn new(issuer: Arc<CertificateAuthority>, bundle: TrustBundle) -> Self {
+    /// Certificates issued by `issuer` (the in-process CA of `--ca-dir`), trusted through
+    /// `bundle`. Must be called inside a tokio runtime.
+    pub fn new(issuer: Arc<dyn CertificateIssuer>, bundle: TrustBundle) -> Self {
         Self {
             store: CertStore::new(issuer, CertStoreOptions::default()),
+            bundle: Arc::new(SharedBundle(RwLock::new(Some(bundle)))),
+            holders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Certificates from the controller's CA; the trust bundle is the one its answers carry,
+    /// for `trust_domain`. Must be called inside a tokio runtime.
+    pub fn from_controller(grpc: GrpcIssuer, trust_domain: &str) -> Self {
+        let bundle = Arc::new(SharedBundle::default());
+        let issuer = ControllerIssuer {
+            grpc,
+            trust_domain: trust_domain.to_owned(),
+            bundle: bundle.clone(),
+        };
+        Self {
+            store: CertStore::new(Arc::new(issuer), CertStoreOptions::default()),
             bundle,
             holders: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The mesh trust bundle.
-    pub fn bundle(&self) -> &TrustBundle {
-        &self.bundle
+    /// The mesh trust bundle, once known.
+    pub fn bundle(&self) -> Option<TrustBundle> {
+        self.bundle.current()
     }
 
     /// Registers one more pod with identity `id` and returns the handle TLS reads the current
@@ -85,8 +128,9 @@ impl PodCertificates {
     pub fn server_config(
         &self,
         handle: CertHandle,
-    ) -> Result<Arc<rustls::ServerConfig>, tls::TlsConfigError> {
-        tls::server_config(Arc::new(handle), &self.bundle)
+    ) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+        let bundle = self.bundle.current().ok_or(TlsSetupError::NoTrustBundle)?;
+        Ok(tls::server_config(Arc::new(handle), &bundle)?)
     }
 
     fn holders(&self) -> std::sync::MutexGuard<'_, HashMap<SpiffeId, usize>> {
@@ -104,11 +148,39 @@ impl ClientTlsProvider for PodCertificates {
             return Err(format!("{source} is not the identity of a pod on this node").into());
         }
         let handle = self.store.source(source)?;
+        let bundle = self.bundle.current().ok_or(TlsSetupError::NoTrustBundle)?;
         Ok(tls::client_config(
             Arc::new(handle),
-            &self.bundle,
+            &bundle,
             expected.to_vec(),
         )?)
+    }
+}
+
+impl SharedBundle {
+    fn current(&self) -> Option<TrustBundle> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn replace(&self, bundle: TrustBundle) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(bundle);
+    }
+}
+
+impl CertificateIssuer for ControllerIssuer {
+    fn issue<'a>(
+        &'a self,
+        id: &'a SpiffeId,
+        csr: CertificateSigningRequestDer<'static>,
+    ) -> IssueFuture<'a> {
+        Box::pin(async move {
+            let issued = self.grpc.create_certificate(id, &csr).await?;
+            // A chain we could not verify peers with is no use: refuse the answer whole.
+            let bundle = TrustBundle::from_pem(&self.trust_domain, &issued.trust_bundle_pem)
+                .map_err(|err| IssueError::unavailable(format!("trust bundle: {err}")))?;
+            self.bundle.replace(bundle);
+            Ok(issued.chain)
+        })
     }
 }
 
@@ -162,6 +234,7 @@ mod tests {
         let loaded = Arc::new(load_ca(&dir, "cluster.local").unwrap());
         let bundle = loaded.trust_bundle().unwrap();
         let certs = PodCertificates::new(loaded, bundle);
+        assert!(certs.bundle().is_some());
         let web = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/web").unwrap();
         let other = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/other").unwrap();
 

@@ -1,5 +1,7 @@
-//! The static config file (`--config FILE`): workloads, services, authorization policies and
-//! peer authentications in the model's serde shapes, as YAML.
+//! ztunnel's two config sources, both ending in the same validated, immutable [`Snapshot`]:
+//! the controller's gRPC stream ([`follow_controller`], `--controller`), and a static file
+//! (`--config FILE`) for tests and runs without a controller: workloads, services,
+//! authorization policies and peer authentications in the model's serde shapes, as YAML.
 //!
 //! ```yaml
 //! workloads: [{uid: u1, name: web-0, namespace: shop, serviceAccount: web, node: node-a,
@@ -19,11 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ambit_api::ConfigView;
 use ambit_model::{AuthorizationPolicy, PeerAuthentication, Service, Workload};
 use ambit_state::{Snapshot, StateStore};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// How often the watcher reads the file.
@@ -133,6 +137,55 @@ pub async fn watch(path: PathBuf, store: Arc<StateStore>, mut last: String) {
             }
         }
         last = text;
+    }
+}
+
+/// The snapshot for a config received from the controller. The client has already decoded and
+/// validated every object; this adds the checks across objects the snapshot makes.
+pub fn from_view(view: &ConfigView) -> Result<Snapshot, ConfigError> {
+    Snapshot::new(
+        view.workloads().cloned().collect(),
+        view.services().cloned().collect(),
+        view.authorization_policies().cloned().collect(),
+        view.peer_authentications().cloned().collect(),
+    )
+    .map_err(|err| {
+        let version = view.version().map_or_else(|| "none".to_owned(), |v| v.to_string());
+        ConfigError::new(format!("controller config version {version}"), err)
+    })
+}
+
+/// Publishes every config the controller sends into `store`, until `views` closes. Calls
+/// `on_first` once the first synced config is in force. A config the snapshot refuses is
+/// logged and skipped; the last good one stays.
+pub async fn follow_controller(
+    mut views: watch::Receiver<Arc<ConfigView>>,
+    store: Arc<StateStore>,
+    on_first: impl FnOnce() + Send,
+) {
+    let mut on_first = Some(on_first);
+    loop {
+        let view = views.borrow_and_update().clone();
+        if view.is_synced() {
+            match from_view(&view) {
+                Ok(snapshot) => {
+                    let version = store.replace(snapshot);
+                    info!(
+                        controller_version = view.version(),
+                        version,
+                        resources = view.len(),
+                        "config from the controller in force"
+                    );
+                    if let Some(first) = on_first.take() {
+                        first();
+                    }
+                }
+                Err(err) => warn!(%err, "controller config refused; keeping the last good one"),
+            }
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -4,23 +4,38 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ambit_ztunnel::app::{Options, run};
+use ambit_ztunnel::app::{ConfigSource, Options, run};
+use anyhow::bail;
 use clap::Parser;
 
 /// Ambit's node-level L4 proxy.
 #[derive(Debug, Parser)]
 #[command(name = "ztunnel", version)]
 struct Args {
-    /// Static config file (workloads, services, policies), watched and reloaded.
-    #[arg(long)]
-    config: PathBuf,
+    /// The controller's gRPC address (`http://host:15012`): config and certificates come
+    /// from it.
+    #[arg(
+        long,
+        conflicts_with = "config",
+        required_unless_present = "config",
+        requires = "token_file"
+    )]
+    controller: Option<http::Uri>,
+    /// File holding the bearer token the controller's CA authenticates this node by (a
+    /// projected service-account token, or a local bootstrap token); read before each request.
+    #[arg(long, requires = "controller")]
+    token_file: Option<PathBuf>,
+    /// Static config file (workloads, services, policies), watched and reloaded; instead of
+    /// `--controller`, for tests and runs without a controller.
+    #[arg(long, requires = "ca_dir")]
+    config: Option<PathBuf>,
+    /// With `--config`: CA directory in Istio's cacerts layout (root-cert.pem, ca-cert.pem,
+    /// ca-key.pem, optional cert-chain.pem); ztunnel signs its own pods' certificates with it.
+    #[arg(long, requires = "config")]
+    ca_dir: Option<PathBuf>,
     /// This node's name.
     #[arg(long)]
     node: String,
-    /// CA directory in Istio's cacerts layout (root-cert.pem, ca-cert.pem, ca-key.pem,
-    /// optional cert-chain.pem); ztunnel signs its own pods' certificates with it.
-    #[arg(long)]
-    ca_dir: PathBuf,
     /// Trust domain of workload identities.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -47,10 +62,23 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let logging = ambit_telemetry::init_logging("info", args.log_json)?;
+    let source = match (args.controller, args.token_file, args.config, args.ca_dir) {
+        (Some(address), Some(token_file), None, None) => {
+            if address.scheme_str() != Some("http") || address.authority().is_none() {
+                bail!("--controller must be http://HOST:PORT, got {address}");
+            }
+            ConfigSource::Controller {
+                address,
+                token_file,
+            }
+        }
+        (None, None, Some(config), Some(ca_dir)) => ConfigSource::File { config, ca_dir },
+        // clap's rules make every other combination unreachable; say so rather than guess.
+        _ => bail!("give either --controller and --token-file, or --config and --ca-dir"),
+    };
     let options = Options {
-        config: args.config,
+        source,
         node: args.node,
-        ca_dir: args.ca_dir,
         trust_domain: args.trust_domain,
         node_agent_socket: args.node_agent_socket,
         admin_addr: args.admin_addr,

@@ -1,6 +1,7 @@
 //! [`GrpcIssuer`]: the controller's CA as an [`ambit_identity::CertificateIssuer`].
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use crate::proto::certificate_service_client::CertificateServiceClient;
 #[derive(Clone)]
 pub struct GrpcIssuer {
     client: CertificateServiceClient<Channel>,
-    authorization: MetadataValue<Ascii>,
+    token: TokenSource,
     ttl: Option<Duration>,
     bundle: std::sync::Arc<Mutex<Option<String>>>,
 }
@@ -38,23 +39,42 @@ pub struct IssuedCertificate {
 #[error("the CA token contains characters not allowed in a header")]
 pub struct InvalidToken;
 
+/// Where the bearer token comes from.
+#[derive(Clone)]
+enum TokenSource {
+    Fixed(MetadataValue<Ascii>),
+    /// Read on every request: Kubernetes rotates projected service-account tokens in place.
+    File(PathBuf),
+}
+
 impl GrpcIssuer {
     /// An issuer for the CA at `uri` (`http://host:port`) sending `token`. Connects lazily (and
     /// reconnects) on use; must be called inside a tokio runtime.
     pub fn new(uri: http::Uri, token: &str) -> Result<Self, InvalidToken> {
-        let authorization = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| InvalidToken)?;
+        Ok(Self::with_token_source(
+            uri,
+            TokenSource::Fixed(bearer(token)?),
+        ))
+    }
+
+    /// An issuer for the CA at `uri` that reads its token from `path` before every request, so
+    /// a rotated token (a projected service-account token, a renewed bootstrap token) is used
+    /// without a restart. A missing, empty or unusable file fails that request as refused.
+    pub fn with_token_file(uri: http::Uri, path: impl Into<PathBuf>) -> Self {
+        Self::with_token_source(uri, TokenSource::File(path.into()))
+    }
+
+    fn with_token_source(uri: http::Uri, token: TokenSource) -> Self {
         let channel = Endpoint::from(uri)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect_lazy();
-        Ok(Self {
+        Self {
             client: CertificateServiceClient::new(channel),
-            authorization,
+            token,
             ttl: None,
             bundle: Default::default(),
-        })
+        }
     }
 
     /// Asks for certificates of this lifetime instead of the CA's default.
@@ -83,9 +103,10 @@ impl GrpcIssuer {
             identity: id.to_string(),
             ttl_seconds: self.ttl.map(|ttl| ttl.as_secs()),
         });
+        let authorization = self.authorization().await?;
         request
             .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+            .insert("authorization", authorization);
         let response = self
             .client
             .clone()
@@ -114,6 +135,29 @@ impl GrpcIssuer {
     }
 }
 
+impl GrpcIssuer {
+    async fn authorization(&self) -> Result<MetadataValue<Ascii>, IssueError> {
+        match &self.token {
+            TokenSource::Fixed(value) => Ok(value.clone()),
+            TokenSource::File(path) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|err| {
+                    IssueError::refused(format!("reading token file {}: {err}", path.display()))
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(IssueError::refused(format!(
+                        "token file {} is empty",
+                        path.display()
+                    )));
+                }
+                bearer(token).map_err(|err| {
+                    IssueError::refused(format!("token file {}: {err}", path.display()))
+                })
+            }
+        }
+    }
+}
+
 impl CertificateIssuer for GrpcIssuer {
     fn issue<'a>(
         &'a self,
@@ -134,6 +178,10 @@ impl fmt::Debug for GrpcIssuer {
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
+}
+
+fn bearer(token: &str) -> Result<MetadataValue<Ascii>, InvalidToken> {
+    format!("Bearer {token}").parse().map_err(|_| InvalidToken)
 }
 
 /// A CA answer that says no is a refusal; anything else may succeed on retry.
