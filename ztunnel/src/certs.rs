@@ -159,7 +159,10 @@ impl ClientTlsProvider for PodCertificates {
 
 impl SharedBundle {
     fn current(&self) -> Option<TrustBundle> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn replace(&self, bundle: TrustBundle) {

@@ -150,7 +150,9 @@ pub fn from_view(view: &ConfigView) -> Result<Snapshot, ConfigError> {
         view.peer_authentications().cloned().collect(),
     )
     .map_err(|err| {
-        let version = view.version().map_or_else(|| "none".to_owned(), |v| v.to_string());
+        let version = view
+            .version()
+            .map_or_else(|| "none".to_owned(), |v| v.to_string());
         ConfigError::new(format!("controller config version {version}"), err)
     })
 }

@@ -128,7 +128,10 @@ impl PodManager {
                 first_error.get_or_insert(err);
             }
         }
-        self.synced.send_replace(true);
+        // Readiness means every pod of the agent's snapshot is served: a pod left out (no
+        // certificate from the CA, rules refused) keeps ztunnel not ready until a later
+        // snapshot or enrollment succeeds.
+        self.synced.send_replace(first_error.is_none());
         first_error.map_or(Ok(()), Err)
     }
 

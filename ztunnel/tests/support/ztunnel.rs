@@ -49,16 +49,45 @@ pub(crate) async fn start_ztunnel_logging(
     dir: &Path,
     log_level: &str,
 ) -> Result<Ztunnel> {
+    let source = vec![
+        "--config".into(),
+        dir.join("config.yaml").into_os_string(),
+        "--ca-dir".into(),
+        dir.join("ca").into_os_string(),
+    ];
+    spawn_ztunnel(node, dir, log_level, source).await
+}
+
+/// Starts ztunnel in `node`'s namespace taking config and certificates from the controller at
+/// `controller` (`http://host:port`), authenticated by the token in `token_file`.
+pub(crate) async fn start_ztunnel_with_controller(
+    node: &Node,
+    dir: &Path,
+    controller: &str,
+    token_file: &Path,
+) -> Result<Ztunnel> {
+    let source = vec![
+        "--controller".into(),
+        controller.into(),
+        "--token-file".into(),
+        token_file.as_os_str().to_owned(),
+    ];
+    spawn_ztunnel(node, dir, "debug", source).await
+}
+
+async fn spawn_ztunnel(
+    node: &Node,
+    dir: &Path,
+    log_level: &str,
+    source: Vec<std::ffi::OsString>,
+) -> Result<Ztunnel> {
     let socket = dir.join(format!("{}.sock", node.name()));
     let log = std::fs::File::create(dir.join(format!("{}.log", node.name())))?;
     let child = node
         .netns()
         .command(env!("CARGO_BIN_EXE_ztunnel"))
-        .arg("--config")
-        .arg(dir.join("config.yaml"))
+        .args(source)
         .args(["--node", node.name()])
-        .arg("--ca-dir")
-        .arg(dir.join("ca"))
         .arg("--node-agent-socket")
         .arg(&socket)
         .env("RUST_LOG", log_level)
