@@ -16,7 +16,8 @@
 //! routes: [ ... ]         # {name, namespace, spec: HTTPRoute spec}
 //! ```
 //!
-//! Not yet here: the controller's gRPC push (issue 4 item 1) — the file is the only source.
+//! The controller's push (`--controller`) produces the same [`ConfigFile`] from its stream
+//! (see [`crate::controller`]), so both sources share this validation.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};

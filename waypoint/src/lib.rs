@@ -31,6 +31,7 @@ pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod control;
+pub mod controller;
 pub mod detect;
 pub mod errors;
 pub mod metrics;
