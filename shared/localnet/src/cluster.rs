@@ -128,6 +128,12 @@ impl Cluster {
         Netns::new(&self.state().underlay)
     }
 
+    /// The underlay's own address on `br0` (`172.18.0.1`): every node reaches it, so a service
+    /// run in the underlay netns (a local control plane) serves the whole cluster.
+    pub fn underlay_gateway(&self) -> Ipv4Addr {
+        addr::underlay_gateway()
+    }
+
     /// The node called `name`, if any.
     pub fn node(&self, name: &str) -> Option<Node> {
         self.state()
