@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod objects;
 
 use std::collections::BTreeMap;
