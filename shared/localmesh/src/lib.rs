@@ -711,6 +711,9 @@ impl LocalMesh {
         self.write_object(&service_key, &service)?;
         world.waypoint_tokens.insert(slot.clone(), random_token());
         self.write_tokens(world)?;
+        // The controller reads its token file at start: restart it so the new waypoint's
+        // token is known (proxies keep serving meanwhile and resync).
+        self.start_controller_locked(world).await?;
         let service_account = plan.service_account.clone();
         let pod_key = (plan.namespace.clone(), plan.name.clone());
         self.create_pod(world, plan, gateway.key(), true).await?;
