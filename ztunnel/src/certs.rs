@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
 
 use ambit_api::GrpcIssuer;
 use ambit_hbone::ClientTlsProvider;
@@ -36,6 +37,20 @@ pub struct PodCertificates {
     store: CertStore,
     bundle: Arc<SharedBundle>,
     holders: Mutex<HashMap<SpiffeId, usize>>,
+}
+
+/// How often [`PodCertificates::ready`] looks again after a failure the store will retry.
+const CERT_RECHECK: Duration = Duration::from_millis(200);
+
+/// No certificate for a pod.
+#[derive(Debug, thiserror::Error)]
+pub enum CertWaitError {
+    /// The store failed (the CA refused, or was unreachable until the deadline).
+    #[error(transparent)]
+    Failed(CertStoreError),
+    /// Nothing came back in time.
+    #[error("no certificate within {0:?}")]
+    Timeout(Duration),
 }
 
 /// TLS cannot be set up for a pod.
@@ -102,9 +117,38 @@ impl PodCertificates {
         Ok(handle)
     }
 
-    /// Waits for `id`'s certificate (after [`acquire`](Self::acquire)).
-    pub async fn ready(&self, id: &SpiffeId) -> Result<(), CertStoreError> {
-        self.store.certificate(id).await.map(drop)
+    /// Waits up to `deadline` for `id`'s certificate (after [`acquire`](Self::acquire)).
+    ///
+    /// A pod is enrolled as soon as its sandbox exists, often before the controller has seen
+    /// it, so the CA may refuse "for now"; the store retries with backoff and this keeps
+    /// waiting. A definite refusal (bad token, invalid request) ends the wait at once. On
+    /// timeout the last error is returned.
+    pub async fn ready(&self, id: &SpiffeId, deadline: Duration) -> Result<(), CertWaitError> {
+        let mut last = None;
+        let waited = tokio::time::timeout(deadline, async {
+            loop {
+                match self.store.certificate(id).await {
+                    Ok(_) => return Ok(()),
+                    Err(err)
+                        if err
+                            .issue_error()
+                            .is_some_and(ambit_identity::IssueError::may_succeed_later) =>
+                    {
+                        last = Some(err);
+                        tokio::time::sleep(CERT_RECHECK).await;
+                    }
+                    Err(err) => return Err(CertWaitError::Failed(err)),
+                }
+            }
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => Err(match last {
+                Some(err) => CertWaitError::Failed(err),
+                None => CertWaitError::Timeout(deadline),
+            }),
+        }
     }
 
     /// One pod with identity `id` left; the last one makes the store forget the identity.
@@ -248,7 +292,7 @@ mod tests {
         );
         certs.acquire(&web).unwrap();
         certs.acquire(&web).unwrap();
-        certs.ready(&web).await.unwrap();
+        certs.ready(&web, Duration::from_secs(10)).await.unwrap();
         assert!(
             certs
                 .client_config(&web, std::slice::from_ref(&other))

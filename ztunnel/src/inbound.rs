@@ -64,7 +64,7 @@ pub fn admit(
         return Err(Refusal::WrongDestination);
     }
     let snapshot = inputs.state.load();
-    let Some(workload) = snapshot.workload_by_uid(&pod.uid) else {
+    let Some(workload) = snapshot.workload_of_pod(&pod.uid, &pod.namespace, &pod.name) else {
         return Err(Refusal::UnknownWorkload);
     };
     // The connection arrived on this pod's address; the target must be one of its IPs.
@@ -189,7 +189,7 @@ fn labels(
         .map(|workload| workload_labels(workload))
         .unwrap_or_default();
     labels.source = source.with_spiffe_principal(&peer.to_string());
-    labels.destination = match snapshot.workload_by_uid(&pod.uid) {
+    labels.destination = match snapshot.workload_of_pod(&pod.uid, &pod.namespace, &pod.name) {
         Some(workload) => workload_labels(workload),
         None => WorkloadLabels {
             workload: Some(pod.name.clone()),

@@ -59,7 +59,7 @@ pub fn decide(
         return Verdict::Refused;
     }
     let snapshot = inputs.state.load();
-    let Some(workload) = snapshot.workload_by_uid(&pod.uid) else {
+    let Some(workload) = snapshot.workload_of_pod(&pod.uid, &pod.namespace, &pod.name) else {
         return Verdict::Refused;
     };
     if snapshot.mtls_mode(workload, target.port()) == MtlsMode::Strict {
@@ -137,7 +137,7 @@ fn labels(inputs: &ProxyInputs, pod: &PodContext, client: SocketAddr) -> Traffic
             ..workload_labels(workload)
         };
     }
-    labels.destination = match snapshot.workload_by_uid(&pod.uid) {
+    labels.destination = match snapshot.workload_of_pod(&pod.uid, &pod.namespace, &pod.name) {
         Some(workload) => workload_labels(workload),
         None => WorkloadLabels {
             workload: Some(pod.name.clone()),

@@ -221,7 +221,7 @@ pub fn labels(
     route: &Route,
 ) -> TrafficLabels {
     let mut labels = TrafficLabels::new(Reporter::Source);
-    labels.source = match snapshot.workload_by_uid(&pod.uid) {
+    labels.source = match snapshot.workload_of_pod(&pod.uid, &pod.namespace, &pod.name) {
         Some(workload) => workload_labels(workload),
         None => WorkloadLabels {
             workload: Some(pod.name.clone()),
@@ -286,7 +286,7 @@ fn with_headers(
         forwarded.push_str(host);
     }
     let snapshot = inputs.state.load();
-    let baggage = match snapshot.workload_by_uid(&pod.uid) {
+    let baggage = match snapshot.workload_of_pod(&pod.uid, &pod.namespace, &pod.name) {
         Some(workload) => format!(
             "k8s.namespace.name={},k8s.pod.name={},service.name={},service.version={}",
             workload.namespace(),

@@ -208,9 +208,10 @@ impl PodManager {
         handle: ambit_identity::CertHandle,
     ) -> Result<(Drain, Vec<JoinHandle<()>>), String> {
         // Certificates first: a pod is never captured before ztunnel can speak mTLS for it.
-        tokio::time::timeout(CERTIFICATE_TIMEOUT, self.inputs.certs.ready(identity))
+        self.inputs
+            .certs
+            .ready(identity, CERTIFICATE_TIMEOUT)
             .await
-            .map_err(|_| "no certificate within the timeout".to_owned())?
             .map_err(|err| format!("certificate: {err}"))?;
         let tls = self
             .inputs

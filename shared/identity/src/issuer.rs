@@ -31,6 +31,9 @@ pub trait CertificateIssuer: Send + Sync + Debug {
 #[error("{}: {source}", if *.refused { "certificate request refused" } else { "certificate issuer unavailable" })]
 pub struct IssueError {
     refused: bool,
+    /// A refusal that depends on what the issuer knows, which may catch up (a node asking for
+    /// the identity of a pod the control plane has not seen yet).
+    for_now: bool,
     source: Box<dyn StdError + Send + Sync>,
 }
 
@@ -39,6 +42,17 @@ impl IssueError {
     pub fn refused(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self {
             refused: true,
+            for_now: false,
+            source: source.into(),
+        }
+    }
+
+    /// The issuer said no because of what it knows now (the caller does not, yet, host the
+    /// identity); the same request may succeed once its view catches up.
+    pub fn refused_for_now(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self {
+            refused: true,
+            for_now: true,
             source: source.into(),
         }
     }
@@ -47,8 +61,15 @@ impl IssueError {
     pub fn unavailable(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self {
             refused: false,
+            for_now: false,
             source: source.into(),
         }
+    }
+
+    /// Whether asking again later may succeed: the issuer was unavailable, or refused only
+    /// for now.
+    pub fn may_succeed_later(&self) -> bool {
+        !self.refused || self.for_now
     }
 
     /// Whether the issuer refused the request (as opposed to being unavailable).

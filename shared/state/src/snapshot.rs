@@ -22,6 +22,7 @@ pub struct Snapshot {
     peer_authentications: Vec<Arc<PeerAuthentication>>,
     workloads_by_ip: HashMap<IpAddr, Arc<Workload>>,
     workloads_by_uid: HashMap<String, Arc<Workload>>,
+    workloads_by_name: HashMap<(String, String), Arc<Workload>>,
     services_by_vip: HashMap<IpAddr, Arc<Service>>,
     services_by_hostname: HashMap<String, Arc<Service>>,
     policies_by_namespace: HashMap<String, Vec<Arc<AuthorizationPolicy>>>,
@@ -74,6 +75,7 @@ impl Default for Snapshot {
             peer_authentications: Vec::new(),
             workloads_by_ip: HashMap::new(),
             workloads_by_uid: HashMap::new(),
+            workloads_by_name: HashMap::new(),
             services_by_vip: HashMap::new(),
             services_by_hostname: HashMap::new(),
             policies_by_namespace: HashMap::new(),
@@ -114,6 +116,10 @@ impl Snapshot {
                     ));
                 }
             }
+            snapshot
+                .workloads_by_name
+                .entry((workload.namespace().to_owned(), workload.name().to_owned()))
+                .or_insert_with(|| workload.clone());
             snapshot.workloads.push(workload);
         }
         for service in services {
@@ -230,6 +236,22 @@ impl Snapshot {
     /// The workload with pod UID `uid`.
     pub fn workload_by_uid(&self, uid: &str) -> Option<&Arc<Workload>> {
         self.workloads_by_uid.get(uid)
+    }
+
+    /// The workload of the enrolled pod `namespace/name` with Kubernetes UID `uid`: by UID,
+    /// else by name. The node agent knows a pod by its Kubernetes UID while the controller may
+    /// key workloads differently (Istio's `<cluster>//Pod/<ns>/<name>`); namespace and name
+    /// identify a pod at any one moment either way.
+    pub fn workload_of_pod(
+        &self,
+        uid: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<&Arc<Workload>> {
+        self.workloads_by_uid.get(uid).or_else(|| {
+            self.workloads_by_name
+                .get(&(namespace.to_owned(), name.to_owned()))
+        })
     }
 
     /// The service with VIP `ip`.

@@ -188,9 +188,10 @@ fn bearer(token: &str) -> Result<MetadataValue<Ascii>, InvalidToken> {
 fn issue_error(status: tonic::Status) -> IssueError {
     let message = format!("{:?}: {}", status.code(), status.message());
     match status.code() {
-        Code::Unauthenticated | Code::PermissionDenied | Code::InvalidArgument => {
-            IssueError::refused(message)
-        }
+        Code::Unauthenticated | Code::InvalidArgument => IssueError::refused(message),
+        // The CA decides from its view of pods and nodes, which may lag behind the pod that
+        // is enrolling: asking again may succeed.
+        Code::PermissionDenied => IssueError::refused_for_now(message),
         _ => IssueError::unavailable(message),
     }
 }
