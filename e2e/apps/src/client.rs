@@ -113,6 +113,9 @@ impl Target {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
+        if !url.contains("://") {
+            return Err(error("missing http:// scheme"));
+        }
         let uri: Uri = url
             .parse()
             .map_err(|e: http::uri::InvalidUri| error(&e.to_string()))?;

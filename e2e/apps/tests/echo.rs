@@ -1,5 +1,6 @@
 //! The echo server over real loopback sockets: HTTP/1.1, h2c, gRPC-shaped, WebSocket,
 //! injected failures and delays, fan-out.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Helpers outside #[test] fns panic on purpose.
 
 mod support;
 

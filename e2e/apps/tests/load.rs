@@ -1,4 +1,5 @@
 //! The load client against real echo servers: counts, versions, transport errors, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Helpers outside #[test] fns panic on purpose.
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! The TCP echo server over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Helpers outside #[test] fns panic on purpose.
 
 mod support;
 

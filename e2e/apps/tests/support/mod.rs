@@ -1,5 +1,5 @@
 //! Starting sample apps on 127.0.0.1 for the integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::process::Stdio;
