@@ -36,6 +36,16 @@ pub struct LoadOptions {
     pub protocol: Protocol,
     /// Reuse connections (default) or open one per request.
     pub keepalive: bool,
+    /// Where the version is in the answer's JSON.
+    pub version_field: VersionField,
+}
+
+/// A dotted path into the echo JSON naming the field the VERSION table counts: `version` (the
+/// default) for the server answering, `calls.0.body.version` for the first service it called
+/// (e.g. which reviews version answered productpage). Numeric segments index lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionField {
+    segments: Vec<String>,
 }
 
 /// The outcome of a load run.
@@ -63,6 +73,11 @@ pub struct HeaderError {
     reason: &'static str,
 }
 
+/// A `--version-field` path with an empty segment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid version field {0:?}: expected dotted names like version or calls.0.body.version")]
+pub struct VersionFieldError(String);
+
 #[derive(Debug, Default)]
 struct WorkerResult {
     report: LoadReport,
@@ -79,10 +94,10 @@ impl LoadReport {
         percentile(&self.latencies, q)
     }
 
-    /// Records one answered request.
-    pub fn record_response(&mut self, status: u16, body: &[u8], latency: Duration) {
+    /// Records one answered request and the version it reported.
+    pub fn record_response(&mut self, status: u16, version: String, latency: Duration) {
         *self.statuses.entry(status).or_default() += 1;
-        *self.versions.entry(version_of(body)).or_default() += 1;
+        *self.versions.entry(version).or_default() += 1;
         self.latencies.push(latency);
     }
 
@@ -178,6 +193,47 @@ impl LoadReport {
     }
 }
 
+impl VersionField {
+    /// Parses a dotted path.
+    pub fn parse(text: &str) -> Result<Self, VersionFieldError> {
+        let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
+        if segments.iter().any(|segment| segment.trim().is_empty()) {
+            return Err(VersionFieldError(text.to_owned()));
+        }
+        Ok(Self { segments })
+    }
+
+    /// The string at this path in a JSON body, or [`NO_VERSION`].
+    pub fn extract(&self, body: &[u8]) -> String {
+        let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+            return NO_VERSION.to_owned();
+        };
+        for segment in &self.segments {
+            let next = match (&mut value, segment.parse::<usize>()) {
+                (Value::Array(items), Ok(index)) if index < items.len() => items.swap_remove(index),
+                (Value::Object(fields), _) => match fields.remove(segment) {
+                    Some(field) => field,
+                    None => return NO_VERSION.to_owned(),
+                },
+                _ => return NO_VERSION.to_owned(),
+            };
+            value = next;
+        }
+        match value {
+            Value::String(version) => version,
+            _ => NO_VERSION.to_owned(),
+        }
+    }
+}
+
+impl Default for VersionField {
+    fn default() -> Self {
+        Self {
+            segments: vec!["version".to_owned()],
+        }
+    }
+}
+
 /// Parses `-H name:value` flags into a header map (a name may repeat).
 pub fn parse_headers(flags: &[String]) -> Result<HeaderMap, HeaderError> {
     let mut headers = HeaderMap::new();
@@ -216,7 +272,7 @@ pub async fn run(options: LoadOptions) -> LoadReport {
                     Ok(reply) => {
                         result.report.record_response(
                             reply.status.as_u16(),
-                            &reply.body,
+                            options.version_field.extract(&reply.body),
                             sent.elapsed(),
                         );
                     }
@@ -236,19 +292,6 @@ pub async fn run(options: LoadOptions) -> LoadReport {
     report.latencies.sort_unstable();
     report.elapsed = started.elapsed();
     report
-}
-
-/// The `version` string of an echo JSON body, or [`NO_VERSION`].
-pub fn version_of(body: &[u8]) -> String {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|value| {
-            value
-                .get("version")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| NO_VERSION.to_owned())
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {

@@ -43,19 +43,39 @@ fn percentiles_use_the_nearest_rank() {
 
 #[test]
 fn versions_come_from_the_echo_json() {
-    assert_eq!(version_of(br#"{"version":"v2","status":200}"#), "v2");
-    assert_eq!(version_of(br#"{"status":200}"#), NO_VERSION);
-    assert_eq!(version_of(b"upstream connect error"), NO_VERSION);
-    assert_eq!(version_of(br#"{"version":3}"#), NO_VERSION);
+    let top = VersionField::default();
+    assert_eq!(top.extract(br#"{"version":"v2","status":200}"#), "v2");
+    assert_eq!(top.extract(br#"{"status":200}"#), NO_VERSION);
+    assert_eq!(top.extract(b"upstream connect error"), NO_VERSION);
+    assert_eq!(top.extract(br#"{"version":3}"#), NO_VERSION);
+
+    let called = VersionField::parse("calls.0.body.version").unwrap();
+    let body = br#"{"version":"v1","calls":[{"status":200,"body":{"version":"v3"}}]}"#;
+    assert_eq!(called.extract(body), "v3");
+    assert_eq!(
+        called.extract(br#"{"version":"v1","calls":[]}"#),
+        NO_VERSION
+    );
+    assert_eq!(
+        called.extract(br#"{"calls":{"0":{"body":{"version":"v2"}}}}"#),
+        "v2"
+    );
+}
+
+#[test]
+fn version_fields_need_non_empty_segments() {
+    for bad in ["", "calls..version", ".version", "version."] {
+        assert!(VersionField::parse(bad).is_err(), "{bad:?}");
+    }
 }
 
 #[test]
 fn reports_count_statuses_versions_and_errors() {
     let mut report = LoadReport::default();
-    report.record_response(200, br#"{"version":"v1"}"#, Duration::from_millis(2));
-    report.record_response(200, br#"{"version":"v2"}"#, Duration::from_millis(4));
+    report.record_response(200, "v1".to_owned(), Duration::from_millis(2));
+    report.record_response(200, "v2".to_owned(), Duration::from_millis(4));
     let mut other = LoadReport::default();
-    other.record_response(503, br#"{"version":"v1"}"#, Duration::from_millis(1));
+    other.record_response(503, "v1".to_owned(), Duration::from_millis(1));
     other.record_error("connecting to x: refused".to_owned());
     report.merge(other);
     report.latencies.sort_unstable();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use ambit_sample_apps::client::{Protocol, Target};
 use ambit_sample_apps::echo::EchoConfig;
-use ambit_sample_apps::load::{LoadOptions, parse_headers, run};
+use ambit_sample_apps::load::{LoadOptions, VersionField, parse_headers, run};
 use http::StatusCode;
 use support::{LIMIT, closed_port, echo};
 
@@ -20,6 +20,7 @@ fn options(url: &str, requests: u32, concurrency: u32) -> LoadOptions {
         timeout: LIMIT,
         protocol: Protocol::Http1,
         keepalive: true,
+        version_field: VersionField::default(),
     }
 }
 
@@ -56,6 +57,24 @@ async fn h2c_and_one_connection_per_request_work_too() {
     let mut fresh = options(&format!("http://{addr}/"), 20, 2);
     fresh.keepalive = false;
     assert_eq!(run(fresh).await.statuses, BTreeMap::from([(200, 20)]));
+}
+
+#[tokio::test]
+async fn the_version_table_can_count_a_called_services_version() {
+    let reviews = echo(EchoConfig {
+        version: "v3".to_owned(),
+        ..EchoConfig::default()
+    })
+    .await;
+    let productpage = echo(EchoConfig {
+        calls: vec![Target::parse(&format!("http://{reviews}/reviews/0")).unwrap()],
+        ..EchoConfig::default()
+    })
+    .await;
+    let mut through = options(&format!("http://{productpage}/"), 10, 2);
+    through.version_field = VersionField::parse("calls.0.body.version").unwrap();
+    let report = run(through).await;
+    assert_eq!(report.versions, BTreeMap::from([("v3".to_owned(), 10)]));
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ambit_sample_apps::client::{Client, Protocol, Target};
 use ambit_sample_apps::duration::parse_duration;
-use ambit_sample_apps::load::{LoadOptions, parse_headers, run};
+use ambit_sample_apps::load::{LoadOptions, VersionField, parse_headers, run};
 use clap::{Args, Parser, Subcommand};
 
 /// HTTP client and load generator for Ambit demos and tests.
@@ -39,6 +39,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Dotted path of the JSON field the VERSION table counts, e.g.
+        /// calls.0.body.version for the service productpage called.
+        #[arg(long, default_value = "version", value_parser = VersionField::parse)]
+        version_field: VersionField,
     },
     /// Send one GET request and print the response body.
     Once {
@@ -80,6 +84,7 @@ async fn main() -> ExitCode {
             concurrency,
             no_keepalive,
             json,
+            version_field,
         } => {
             let headers = match parse_headers(&common.headers) {
                 Ok(headers) => headers,
@@ -93,6 +98,7 @@ async fn main() -> ExitCode {
                 timeout: common.timeout,
                 protocol: protocol(common.h2c),
                 keepalive: !no_keepalive,
+                version_field,
             })
             .await;
             if json {
