@@ -267,23 +267,42 @@ fn check_forwarding(netns: &Netns) -> CheckResult {
 /// Ports are bound on all IPv4 addresses, as ztunnel's listeners would be.
 fn check_ports(ports: &[u16]) -> CheckResult {
     const NAME: &str = "free ports";
-    let busy: Vec<String> = ports
-        .iter()
-        .filter(|port| TcpListener::bind((Ipv4Addr::UNSPECIFIED, **port)).is_err())
-        .map(ToString::to_string)
-        .collect();
+    let mut busy = Vec::new();
+    let mut refused = Vec::new();
+    for port in ports {
+        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, *port)) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                busy.push(port.to_string())
+            }
+            Err(error) => refused.push(format!("{port} ({})", describe_io_error(&error))),
+        }
+    }
     let range = describe_ports(ports);
-    if busy.is_empty() {
-        CheckResult::new(NAME, Status::Ok, format!("{range} free"))
-    } else {
-        CheckResult::new(
-            NAME,
-            Status::Fail,
-            format!(
-                "in use: {} (of {range}); stop what listens there (ss -ltnp)",
-                busy.join(",")
-            ),
-        )
+    if busy.is_empty() && refused.is_empty() {
+        return CheckResult::new(NAME, Status::Ok, format!("{range} free"));
+    }
+    let mut problems = Vec::new();
+    if !busy.is_empty() {
+        problems.push(format!(
+            "in use: {} (stop what listens there: ss -ltnp)",
+            busy.join(",")
+        ));
+    }
+    if !refused.is_empty() {
+        problems.push(format!("cannot bind: {}", refused.join(",")));
+    }
+    CheckResult::new(
+        NAME,
+        Status::Fail,
+        format!("{} (of {range})", problems.join("; ")),
+    )
+}
+
+fn describe_io_error(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => error.to_string(),
     }
 }
 

@@ -17,7 +17,17 @@ fn ambit(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn check_prints_every_row_and_its_exit_code_matches_the_rows() {
-    let (code, stdout, stderr) = ambit(&["check"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_ambit"))
+        .arg("check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let scratch = format!("ambit-check-{}", child.id());
+    let output = child.wait_with_output().unwrap();
+    let code = output.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     let mut statuses = Vec::new();
     for name in [
         "root",
@@ -41,20 +51,15 @@ fn check_prints_every_row_and_its_exit_code_matches_the_rows() {
     }
     let failed = statuses.iter().any(|status| status == "FAIL");
     assert_eq!(code, if failed { 1 } else { 0 }, "{stdout}");
-    // The scratch namespace is gone whatever happened.
-    let leftovers = std::fs::read_dir("/run/netns")
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|entry| {
-                    entry
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with("ambit-check-")
-                })
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(leftovers, 0);
+    // Its scratch namespace is gone whatever happened (other tests run checks concurrently,
+    // so only this process's is looked for).
+    assert!(!std::path::Path::new("/run/netns").join(&scratch).exists());
+    if statuses[2] == "ok" {
+        assert!(
+            stdout.contains(&format!("created and deleted {scratch}")),
+            "{stdout}"
+        );
+    }
 }
 
 #[test]
@@ -87,4 +92,33 @@ fn unbuilt_verbs_exit_2_and_say_so() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn check_without_root_fails_and_skips_what_needs_root() {
+    // `setpriv` (util-linux) drops to nobody without a login shell; the suite runs as root.
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ambit"))
+        .args(["check", "--ports", "1"])
+        .output()
+        .expect("setpriv from util-linux is needed to run ambit as an unprivileged user");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("root           FAIL    running as uid 65534"),
+        "{stdout}"
+    );
+    for name in ["nftables", "netns", "veth", "ip forwarding"] {
+        let line = stdout.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(
+            line.contains("skip") && line.contains("needs root"),
+            "{line}"
+        );
+    }
+    // Port 1 is privileged: an unprivileged bind is refused, and said so.
+    assert!(
+        stdout.contains("cannot bind: 1 (permission denied)"),
+        "{stdout}"
+    );
 }
