@@ -1,0 +1,277 @@
+//! The command line, as clap parses it. Every verb of issue 6 is declared here with its flags,
+//! so `ambit --help` shows the whole surface; the ones not built yet say so when run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ztunnel_config::{Output, Resource};
+
+/// Ambit: a sidecarless service mesh. Run it on one machine with `ambit local`, inspect
+/// proxies, manage waypoints.
+#[derive(Debug, Parser)]
+#[command(name = "ambit", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pre-flight checks for local mode: root, network namespaces, veth, nftables,
+    /// forwarding, free ports. Exits 1 if any fails.
+    Check(CheckArgs),
+    /// A mesh on this machine, without Kubernetes (needs root).
+    #[command(subcommand)]
+    Local(LocalCommand),
+    /// Bring up local mode, run the sample app through mTLS, policy, routing and retries,
+    /// report, tear down.
+    Demo(DemoArgs),
+    /// Deploy, remove and list waypoints.
+    #[command(subcommand)]
+    Waypoint(WaypointCommand),
+    /// Show what a ztunnel holds: workloads, services, policies, certificates, connections.
+    ZtunnelConfig(ZtunnelConfigArgs),
+    /// Print the manifests the Helm charts would install.
+    Install(InstallArgs),
+}
+
+/// `ambit check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Check these ports instead of 15001-15021 and 15080 (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub ports: Vec<u16>,
+}
+
+/// `ambit local …`.
+#[derive(Debug, Subcommand)]
+pub enum LocalCommand {
+    /// Start the controller and N nodes (a ztunnel each).
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=253))]
+        nodes: u8,
+    },
+    /// Apply Kubernetes YAML: Namespaces, Pods, Deployments, Services, mesh kinds.
+    Apply {
+        /// A file or a directory of YAML files (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Delete what the YAML describes.
+    Delete {
+        /// A file or a directory of YAML files (repeatable).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List objects.
+    Get {
+        /// What to list.
+        kind: GetKind,
+        /// Only this namespace (all when omitted).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Run a command inside a pod's network namespace.
+    Exec {
+        /// The pod, as NAMESPACE/POD.
+        pod: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a pod's output.
+    Logs {
+        /// The pod, as NAMESPACE/POD.
+        pod: String,
+        /// Keep printing as the pod writes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Set or remove (KEY-) a label; on a namespace, enrolls or unenrolls its pods live.
+    Label {
+        /// Kind of object (only `ns` for now).
+        kind: LabelKind,
+        /// Its name.
+        name: String,
+        /// KEY=VALUE to set, KEY- to remove.
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Stop everything and remove the namespaces (also after a crash).
+    Down,
+}
+
+/// Kinds `ambit local get` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GetKind {
+    /// Pods with their node, IP and state.
+    Pods,
+    /// Services with their VIPs.
+    Services,
+    /// Waypoints and what they serve.
+    Waypoints,
+}
+
+/// Kinds `ambit local label` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelKind {
+    /// A namespace.
+    #[value(alias = "namespace")]
+    Ns,
+}
+
+/// `ambit demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave local mode running at the end instead of tearing it down.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `ambit waypoint …`.
+#[derive(Debug, Subcommand)]
+pub enum WaypointCommand {
+    /// Create a waypoint Gateway (class istio-waypoint) in a namespace.
+    Apply {
+        #[command(flatten)]
+        target: WaypointTarget,
+        /// Which traffic the waypoint handles (istio.io/waypoint-for).
+        #[arg(long = "for", value_enum, default_value_t = WaypointFor::Service)]
+        waypoint_for: WaypointFor,
+        /// Also label the namespace istio.io/use-waypoint=<name>.
+        #[arg(long)]
+        enroll_namespace: bool,
+    },
+    /// Delete a waypoint.
+    Delete {
+        #[command(flatten)]
+        target: WaypointTarget,
+    },
+    /// List waypoints.
+    List {
+        /// Only this namespace (all when omitted).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+}
+
+/// Which waypoint.
+#[derive(Debug, Args)]
+pub struct WaypointTarget {
+    /// Namespace of the waypoint.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+    /// Name of the waypoint Gateway.
+    #[arg(long, default_value = "waypoint")]
+    pub name: String,
+}
+
+/// `istio.io/waypoint-for` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WaypointFor {
+    /// Traffic addressed to services.
+    Service,
+    /// Traffic addressed to workloads.
+    Workload,
+    /// Both.
+    All,
+    /// Neither.
+    None,
+}
+
+/// `ambit ztunnel-config`.
+#[derive(Debug, Args)]
+pub struct ZtunnelConfigArgs {
+    /// What to show.
+    pub resource: Resource,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The ztunnel's admin address.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin: SocketAddr,
+    /// How long to wait for the admin server, in seconds.
+    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    pub timeout: Duration,
+}
+
+/// `ambit install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Print the manifests instead of applying them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Helm-style values file.
+    #[arg(short = 'f', long = "values")]
+    pub values: Option<PathBuf>,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("{text} is not between 0 and 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_verb_of_issue_6_parses() {
+        for line in [
+            "ambit check --ports 15001,15080",
+            "ambit local up --nodes 3",
+            "ambit local apply -f e2e/samples/bookinfo.yaml -f more/",
+            "ambit local delete -f x.yaml",
+            "ambit local get pods -n bookinfo",
+            "ambit local exec default/curl -- load get http://productpage:9080/ -n 10",
+            "ambit local logs default/curl -f",
+            "ambit local label ns default istio.io/dataplane-mode=ambient",
+            "ambit local down",
+            "ambit demo",
+            "ambit waypoint apply -n bookinfo --for all --enroll-namespace",
+            "ambit waypoint delete -n bookinfo --name waypoint",
+            "ambit waypoint list",
+            "ambit ztunnel-config workloads -o json --admin 127.0.0.1:15000",
+            "ambit ztunnel-config connections --timeout 0.5",
+            "ambit install --dry-run -f values.yaml",
+        ] {
+            let parsed = Cli::try_parse_from(line.split_whitespace());
+            assert!(parsed.is_ok(), "{line}: {}", parsed.unwrap_err());
+        }
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for line in [
+            "ambit local up --nodes 0",
+            "ambit local exec default/curl",
+            "ambit waypoint apply --for everything",
+            "ambit ztunnel-config pods",
+            "ambit ztunnel-config workloads --timeout 0",
+            "ambit ztunnel-config workloads --admin localhost",
+        ] {
+            assert!(
+                Cli::try_parse_from(line.split_whitespace()).is_err(),
+                "{line}"
+            );
+        }
+    }
+}

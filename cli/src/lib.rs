@@ -1,0 +1,25 @@
+//! The `ambit` command.
+//!
+//! | verb | state |
+//! |---|---|
+//! | `ambit check` | done: pre-flight checks for local mode |
+//! | `ambit ztunnel-config …` | done: reads a ztunnel's admin port (`--admin`) |
+//! | `ambit local …`, `ambit demo`, `ambit waypoint …`, `ambit install` | declared with their flags; they exit 2 with "not implemented yet" |
+//!
+//! Exit codes: 0 success, 1 failure (a check failed, a proxy could not be read), 2 usage
+//! error or a verb that is not implemented yet.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+pub mod check;
+pub mod table;
+pub mod ztunnel_config;
+
+/// A verb that is declared but not built yet.
+#[derive(Debug, thiserror::Error)]
+#[error("`ambit {verb}` is not implemented yet (tracked in issue 6); nothing was done")]
+pub struct NotImplemented {
+    /// The verb, as typed (`local up`, `demo`…).
+    pub verb: &'static str,
+}

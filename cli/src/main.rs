@@ -1,0 +1,82 @@
+//! The `ambit` binary: parses the command line and runs the verb. See the crate docs for the
+//! exit codes.
+
+use std::process::ExitCode;
+
+use ambit_cli::NotImplemented;
+use ambit_cli::args::{Cli, Command, LocalCommand, WaypointCommand};
+use ambit_cli::check::{self, CheckOptions};
+use ambit_cli::ztunnel_config;
+use clap::Parser;
+
+const FAILURE: u8 = 1;
+const NOT_IMPLEMENTED: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verb = match cli.command {
+        Command::Check(args) => {
+            let options = if args.ports.is_empty() {
+                CheckOptions::default()
+            } else {
+                CheckOptions { ports: args.ports }
+            };
+            let report = check::run(&options);
+            print!("{}", report.render());
+            return if report.failed() {
+                ExitCode::from(FAILURE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Command::ZtunnelConfig(args) => return ztunnel_config(args),
+        Command::Local(command) => match command {
+            LocalCommand::Up { .. } => "local up",
+            LocalCommand::Apply { .. } => "local apply",
+            LocalCommand::Delete { .. } => "local delete",
+            LocalCommand::Get { .. } => "local get",
+            LocalCommand::Exec { .. } => "local exec",
+            LocalCommand::Logs { .. } => "local logs",
+            LocalCommand::Label { .. } => "local label",
+            LocalCommand::Down => "local down",
+        },
+        Command::Demo(_) => "demo",
+        Command::Waypoint(command) => match command {
+            WaypointCommand::Apply { .. } => "waypoint apply",
+            WaypointCommand::Delete { .. } => "waypoint delete",
+            WaypointCommand::List { .. } => "waypoint list",
+        },
+        Command::Install(_) => "install",
+    };
+    eprintln!("ambit: {}", NotImplemented { verb });
+    ExitCode::from(NOT_IMPLEMENTED)
+}
+
+fn ztunnel_config(args: ambit_cli::args::ZtunnelConfigArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ambit: starting the runtime: {error}");
+            return ExitCode::from(FAILURE);
+        }
+    };
+    let shown = runtime.block_on(ztunnel_config::show(
+        args.admin,
+        args.resource,
+        args.output,
+        args.timeout,
+    ));
+    match shown {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("ambit: {error}");
+            ExitCode::from(FAILURE)
+        }
+    }
+}
