@@ -54,7 +54,7 @@ pub enum LocalCommand {
     /// Start the controller and N nodes (a ztunnel each).
     Up {
         /// Number of nodes.
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=253))]
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=20))]
         nodes: u8,
     },
     /// Apply Kubernetes YAML: Namespaces, Pods, Deployments, Services, mesh kinds.
@@ -105,6 +105,13 @@ pub enum LocalCommand {
     },
     /// Stop everything and remove the namespaces (also after a crash).
     Down,
+    /// The daemon `up` starts (internal).
+    #[command(hide = true)]
+    Serve {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=20))]
+        nodes: u8,
+    },
 }
 
 /// Kinds `ambit local get` lists.

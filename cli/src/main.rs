@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use ambit_cli::NotImplemented;
-use ambit_cli::args::{Cli, Command, LocalCommand, WaypointCommand};
+use ambit_cli::args::{Cli, Command, WaypointCommand};
 use ambit_cli::check::{self, CheckOptions};
 use ambit_cli::ztunnel_config;
 use clap::Parser;
@@ -30,16 +30,15 @@ fn main() -> ExitCode {
             };
         }
         Command::ZtunnelConfig(args) => return ztunnel_config(args),
-        Command::Local(command) => match command {
-            LocalCommand::Up { .. } => "local up",
-            LocalCommand::Apply { .. } => "local apply",
-            LocalCommand::Delete { .. } => "local delete",
-            LocalCommand::Get { .. } => "local get",
-            LocalCommand::Exec { .. } => "local exec",
-            LocalCommand::Logs { .. } => "local logs",
-            LocalCommand::Label { .. } => "local label",
-            LocalCommand::Down => "local down",
-        },
+        Command::Local(command) => {
+            return match ambit_cli::local::run(command) {
+                Ok(code) => ExitCode::from(code),
+                Err(error) => {
+                    eprintln!("ambit: {error:#}");
+                    ExitCode::from(FAILURE)
+                }
+            };
+        }
         Command::Demo(_) => "demo",
         Command::Waypoint(command) => match command {
             WaypointCommand::Apply { .. } => "waypoint apply",
