@@ -207,6 +207,26 @@ fn deployments_services_accounts_and_routes_line_up() {
     }
 }
 
+#[test]
+fn routes_are_valid_for_the_mesh_model() {
+    // The controller does not translate HTTPRoutes yet; the model type the waypoint consumes
+    // validates them (matches, weights, retry codes and backoff) the way it will.
+    let mut checked = 0;
+    for document in samples().into_iter().flat_map(|s| s.documents) {
+        if kind(&document) != "HTTPRoute" {
+            continue;
+        }
+        let meta = &document["metadata"];
+        let spec: ambit_model::route::HttpRouteSpec =
+            serde_yaml_ng::from_value(document["spec"].clone()).unwrap();
+        let name = meta["name"].as_str().unwrap();
+        let route = ambit_model::HttpRoute::new(name, meta["namespace"].as_str().unwrap(), spec);
+        assert!(route.is_ok(), "HTTPRoute {name}: {}", route.unwrap_err());
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+}
+
 #[tokio::test]
 async fn every_container_command_starts_with_its_arguments() {
     let mut started = 0;
