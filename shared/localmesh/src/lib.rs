@@ -38,6 +38,8 @@ use crate::objects::{Object, ObjectKey, PodPlan, VipAllocator};
 
 /// The controller's gRPC port (Istio's istiod port).
 pub const CONTROLLER_GRPC_PORT: u16 = 15012;
+/// The cluster DNS address pods are given (kind's kube-dns address).
+const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// How long a started process may take to become reachable.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -641,6 +643,7 @@ impl LocalMesh {
             .add_pod(&node, &plan.namespace, &plan.name)
             .await?;
         let uid = random_uid();
+        write_resolv_conf(pod.netns(), &plan.namespace)?;
         let body = objects::running_pod(&plan, &uid, &node, pod.ip());
         let key = ObjectKey {
             kind: "Pod".to_owned(),
@@ -693,6 +696,7 @@ impl LocalMesh {
                 if let Err(err) = self.cluster.remove_pod(&name.0, &name.1).await {
                     warn!(pod = %key, %err, "removing the pod netns");
                 }
+                let _ = std::fs::remove_dir_all(netns_etc(&entry.netns));
             }
         }
     }
@@ -754,8 +758,20 @@ impl LocalMesh {
             .env("PATH", self.pod_path())
             .env("POD_NAME", &plan.name)
             .env("POD_NAMESPACE", &plan.namespace)
-            .env("POD_IP", pod.ip().to_string())
-            .envs(plan.env.iter().map(|(k, v)| (k, v)));
+            .env("POD_IP", pod.ip().to_string());
+        for (name, value) in &plan.env {
+            let value = match value {
+                objects::EnvValue::Value(value) => value.clone(),
+                objects::EnvValue::Field(field) => match field.as_str() {
+                    "metadata.name" => plan.name.clone(),
+                    "metadata.namespace" => plan.namespace.clone(),
+                    "spec.nodeName" => pod.node().to_owned(),
+                    "spec.serviceAccountName" => plan.service_account.clone(),
+                    _ => pod.ip().to_string(),
+                },
+            };
+            command.env(name, value);
+        }
         let log = self.log_path(&plan.namespace, &plan.name);
         self.spawn(
             command,
@@ -1015,6 +1031,25 @@ async fn send_snapshot(node: &str, socket: PathBuf, pods: Vec<PodInfo>) -> Resul
             message: format!("{kind:?}: {message}"),
         }),
     }
+}
+
+/// `/etc/netns/<name>`: `ip netns exec` bind-mounts its files over `/etc`.
+fn netns_etc(netns: &Netns) -> PathBuf {
+    Path::new("/etc/netns").join(netns.name())
+}
+
+/// The pod's `/etc/resolv.conf`, as the kubelet writes it: the namespace's search path, and a
+/// nameserver that ztunnel's DNS proxy answers for enrolled pods (it captures port 53 to any
+/// address). Unenrolled pods have no DNS server in local mode: nothing else serves one.
+fn write_resolv_conf(netns: &Netns, namespace: &str) -> Result<(), MeshError> {
+    let dir = netns_etc(netns);
+    create_dir(&dir)?;
+    let text = format!(
+        "search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n\
+         nameserver {CLUSTER_DNS}\n\
+         options ndots:5\n"
+    );
+    write_file(&dir.join("resolv.conf"), &text)
 }
 
 fn is_running(child: &mut Child) -> bool {

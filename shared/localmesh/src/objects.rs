@@ -83,11 +83,30 @@ pub struct PodPlan {
     pub node_name: Option<String>,
     /// The first container's `command` followed by its `args`: what runs in the pod's netns.
     pub command: Vec<String>,
-    /// The first container's `env` (plain values only).
-    pub env: Vec<(String, String)>,
+    /// The first container's `env`: plain values, and `fieldRef`s resolved when the pod runs.
+    pub env: Vec<(String, EnvValue)>,
     /// The Pod object as given (or as made from a Deployment's template).
     pub body: Value,
 }
+
+/// An environment variable's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// A literal.
+    Value(String),
+    /// The downward API: `metadata.name`, `metadata.namespace`, `spec.nodeName`,
+    /// `spec.serviceAccountName` or `status.podIP`.
+    Field(String),
+}
+
+/// The `fieldRef` paths local mode can fill in.
+pub const ENV_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.podIP",
+];
 
 /// Kinds that are not namespaced.
 const CLUSTER_SCOPED: &[&str] = &[
@@ -338,12 +357,24 @@ fn pod_plan(
             let name = entry.get("name").and_then(Value::as_str);
             let value = entry.get("value").and_then(Value::as_str);
             match (name, value) {
-                (Some(name), Some(value)) => env.push((name.to_owned(), value.to_owned())),
-                (Some(_), None) if entry.get("valueFrom").is_some() => {
-                    return Err((
-                        format!("{prefix}spec.containers[0].env[{i}].valueFrom"),
-                        "is not supported in local mode; give a value".to_owned(),
-                    ));
+                (Some(name), Some(value)) => {
+                    env.push((name.to_owned(), EnvValue::Value(value.to_owned())));
+                }
+                (Some(name), None) if entry.get("valueFrom").is_some() => {
+                    let field = entry
+                        .pointer("/valueFrom/fieldRef/fieldPath")
+                        .and_then(Value::as_str)
+                        .filter(|path| ENV_FIELDS.contains(path))
+                        .ok_or_else(|| {
+                            (
+                                format!("{prefix}spec.containers[0].env[{i}].valueFrom"),
+                                format!(
+                                    "local mode fills in only fieldRef.fieldPath {}",
+                                    ENV_FIELDS.join(", ")
+                                ),
+                            )
+                        })?;
+                    env.push((name.to_owned(), EnvValue::Field(field.to_owned())));
                 }
                 _ => {
                     return Err((
@@ -404,8 +435,8 @@ pub fn enrolled(
         .is_some_and(|mode| mode == "ambient")
 }
 
-/// Hands out cluster IPs from `10.96.0.0/16`, skipping `.0.0`–`.0.9` (kind reserves the low
-/// addresses for the API server and DNS).
+/// Hands out cluster IPs from `10.96.0.0/16`, from `.0.11` up (kind reserves the low
+/// addresses for the API server and DNS, `.0.10`).
 #[derive(Debug, Default, Clone)]
 pub struct VipAllocator {
     used: std::collections::BTreeSet<Ipv4Addr>,
@@ -425,7 +456,7 @@ impl VipAllocator {
     /// The lowest free address.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
         let [a, b] = SERVICE_CIDR_BASE;
-        let ip = (10u32..=0xfffe)
+        let ip = (11u32..=0xfffe)
             .map(|host| Ipv4Addr::new(a, b, (host >> 8) as u8, (host & 0xff) as u8))
             .find(|ip| !self.used.contains(ip))?;
         self.used.insert(ip);

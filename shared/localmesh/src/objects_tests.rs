@@ -21,7 +21,7 @@ spec:
       - name: app
         command: [echo-server]
         args: [--version, v1, --port, 8080]
-        env: [{name: MODE, value: fast}]
+        env: [{name: MODE, value: fast}, {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
 ---
 apiVersion: v1
 kind: Service
@@ -65,7 +65,16 @@ fn a_deployment_expands_into_its_replicas_with_the_template() {
         pods[0].command,
         ["echo-server", "--version", "v1", "--port", "8080"]
     );
-    assert_eq!(pods[0].env, [("MODE".to_owned(), "fast".to_owned())]);
+    assert_eq!(
+        pods[0].env,
+        [
+            ("MODE".to_owned(), EnvValue::Value("fast".to_owned())),
+            (
+                "POD".to_owned(),
+                EnvValue::Field("metadata.name".to_owned())
+            ),
+        ]
+    );
     let running = running_pod(&pods[0], "uid-1", "node-2", Ipv4Addr::new(10, 244, 2, 5));
     assert_eq!(running["status"]["phase"], "Running");
     assert_eq!(running["status"]["podIP"], "10.244.2.5");
@@ -140,7 +149,7 @@ fn deployments_and_pods_with_bad_specs_are_refused_by_field() {
     );
     assert_eq!(
         deployment(
-            "{template: {spec: {containers: [{name: c, env: [{name: A, valueFrom: {fieldRef: {}}}]}]}}}"
+            "{template: {spec: {containers: [{name: c, env: [{name: A, valueFrom: {secretKeyRef: {}}}]}]}}}"
         ),
         "spec.template.spec.containers[0].env[0].valueFrom"
     );
@@ -169,17 +178,17 @@ fn cluster_ips_are_allocated_once_and_given_ones_are_respected() {
     let mut vips = VipAllocator::default();
     let mut plain = json!({"spec": {"ports": []}});
     let first = assign_cluster_ip(&mut plain, &mut vips).unwrap();
-    assert_eq!(first, Some(Ipv4Addr::new(10, 96, 0, 10)));
-    assert_eq!(plain["spec"]["clusterIP"], "10.96.0.10");
-    let mut fixed = json!({"spec": {"clusterIP": "10.96.0.11"}});
+    assert_eq!(first, Some(Ipv4Addr::new(10, 96, 0, 11)));
+    assert_eq!(plain["spec"]["clusterIP"], "10.96.0.11");
+    let mut fixed = json!({"spec": {"clusterIP": "10.96.0.12"}});
     assert_eq!(
         assign_cluster_ip(&mut fixed, &mut vips).unwrap(),
-        Some(Ipv4Addr::new(10, 96, 0, 11))
+        Some(Ipv4Addr::new(10, 96, 0, 12))
     );
     let mut next = json!({});
     assert_eq!(
         assign_cluster_ip(&mut next, &mut vips).unwrap(),
-        Some(Ipv4Addr::new(10, 96, 0, 12))
+        Some(Ipv4Addr::new(10, 96, 0, 13))
     );
     let mut headless = json!({"spec": {"clusterIP": "None"}});
     assert_eq!(assign_cluster_ip(&mut headless, &mut vips).unwrap(), None);
@@ -188,8 +197,8 @@ fn cluster_ips_are_allocated_once_and_given_ones_are_respected() {
         assign_cluster_ip(&mut bad, &mut vips).unwrap_err().0,
         "spec.clusterIP"
     );
-    vips.release(Ipv4Addr::new(10, 96, 0, 10));
-    assert_eq!(vips.allocate(), Some(Ipv4Addr::new(10, 96, 0, 10)));
+    vips.release(Ipv4Addr::new(10, 96, 0, 11));
+    assert_eq!(vips.allocate(), Some(Ipv4Addr::new(10, 96, 0, 11)));
 }
 
 #[test]
