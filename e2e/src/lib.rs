@@ -25,14 +25,18 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Bound on a whole scenario.
 pub const SCENARIO: Duration = Duration::from_secs(180);
 
-/// The directory holding the workspace's binaries: the test executable lives in its `deps/`.
+/// The directory holding the workspace's binaries: `$AMBIT_BIN_DIR` if set, else the build
+/// directory (the test executable lives in its `deps/`).
 pub fn bin_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("the test executable has no grandparent directory")?
-        .to_owned();
+    let dir = match std::env::var_os("AMBIT_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_exe()
+            .context("locating the test executable")?
+            .parent()
+            .and_then(|deps| deps.parent())
+            .context("the test executable has no grandparent directory")?
+            .to_owned(),
+    };
     for binary in ["ambit-controller", "ztunnel", "waypoint"] {
         if !dir.join(binary).is_file() {
             bail!(

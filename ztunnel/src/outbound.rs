@@ -78,7 +78,9 @@ pub fn route(snapshot: &Snapshot, original: SocketAddr, next_endpoint: usize) ->
             Destination::Service { service, .. } => Some(service.hostname().to_owned()),
             _ => None,
         };
-        return match waypoint_address(waypoint, original) {
+        return match waypoint_address(waypoint, original)
+            .map(|address| waypoint_endpoint(snapshot, address, next_endpoint))
+        {
             Some(next_hop) => Route::Hbone {
                 next_hop,
                 target: original,
@@ -138,6 +140,20 @@ fn waypoint_address(waypoint: &WaypointRef, original: SocketAddr) -> Option<Sock
         .find(|addr| addr.is_ipv4() == original.is_ipv4())
         .or_else(|| waypoint.addresses.first())
         .copied()
+}
+
+/// A waypoint's address is usually its Service's VIP, which nothing but a proxy resolves
+/// (no kube-proxy rule applies to ztunnel's own marked sockets, and local mode has none):
+/// a VIP known as a service becomes one of its endpoints, as for any other service.
+fn waypoint_endpoint(snapshot: &Snapshot, address: SocketAddr, next_endpoint: usize) -> SocketAddr {
+    match snapshot.resolve(address) {
+        Destination::Service { service, port } => snapshot
+            .pick_endpoint(&service, port.port, address.ip(), next_endpoint)
+            .map_or(address, |upstream| {
+                SocketAddr::new(upstream.ip, upstream.port)
+            }),
+        _ => address,
+    }
 }
 
 async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs, pod: &PodContext) {

@@ -7,6 +7,7 @@ workloads:
   - {uid: c, name: client, namespace: shop, serviceAccount: client, node: a, ips: [10.244.1.2], protocol: HBONE}
   - {uid: s1, name: server-0, namespace: shop, serviceAccount: server, node: b, ips: [10.244.2.2], protocol: HBONE}
   - {uid: s2, name: server-1, namespace: shop, serviceAccount: server, node: b, ips: [10.244.2.3]}
+  - {uid: wp, name: waypoint-0, namespace: shop, serviceAccount: waypoint, node: c, ips: [10.244.3.10]}
   - uid: w
     name: bound
     namespace: shop
@@ -28,6 +29,17 @@ services:
     ports: [{port: 80}]
     endpoints: {s1: {}}
     waypoint: {addresses: ["10.244.3.9:15008"], identity: "spiffe://cluster.local/ns/shop/sa/waypoint"}
+  - name: behind-vip
+    namespace: shop
+    vips: [10.96.0.12]
+    ports: [{port: 80}]
+    endpoints: {s1: {}}
+    waypoint: {addresses: ["10.96.0.20:15008"], identity: "spiffe://cluster.local/ns/shop/sa/waypoint"}
+  - name: waypoint
+    namespace: shop
+    vips: [10.96.0.20]
+    ports: [{port: 15008}]
+    endpoints: {wp: {}}
 "#;
 
 fn addr(s: &str) -> SocketAddr {
@@ -80,6 +92,12 @@ fn routes_follow_the_state() {
         route(&snapshot, addr("10.244.2.4:9000"), 0),
         Route::Hbone { next_hop, target, .. }
             if next_hop == addr("10.244.3.9:15008") && target == addr("10.244.2.4:9000")
+    ));
+    // A waypoint addressed by its Service's VIP: HBONE goes to one of its pods.
+    assert!(matches!(
+        route(&snapshot, addr("10.96.0.12:80"), 0),
+        Route::Hbone { next_hop, target, .. }
+            if next_hop == addr("10.244.3.10:15008") && target == addr("10.96.0.12:80")
     ));
     // Unknown → passthrough; ztunnel ports → refused; undeclared service port → passthrough.
     assert_eq!(

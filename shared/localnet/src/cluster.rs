@@ -386,10 +386,29 @@ impl Cluster {
             add_route(&node.netns, other).await?;
             add_route(&other.netns, node).await?;
         }
+        // The underlay answers pods too (a service there, such as a local control plane, is
+        // reachable from every pod, as a cluster's network would route pod IPs).
+        let underlay = self.state().underlay.clone();
+        let cidr = node.pod_cidr.to_string();
+        let via = node.underlay_ip.to_string();
+        ip(&[
+            "-n",
+            &underlay,
+            "route",
+            "replace",
+            &cidr,
+            "via",
+            &via,
+            "dev",
+            UNDERLAY_BRIDGE,
+        ])
+        .await?;
         Ok(())
     }
 
     async fn rollback_node(&self, node: &NodeRecord, others: &[NodeRecord]) {
+        let underlay = self.state().underlay.clone();
+        let _ = ip(&["-n", &underlay, "route", "del", &node.pod_cidr.to_string()]).await;
         for other in others {
             // The route may not have been added yet; its absence is fine.
             let cidr = node.pod_cidr.to_string();

@@ -1,0 +1,181 @@
+//! L7 scenarios with the sample manifests of `e2e/samples/` (root): the bookinfo-shaped app and
+//! a curl pod in a two-node local mesh, the `load` client run inside the curl pod, names
+//! resolved by ztunnel's DNS proxy. An L7 policy without a waypoint fails safe (denies); a
+//! waypoint deployed on demand by applying a Gateway; a header route to v2; a 90/10 split; an
+//! L7 deny by path through the waypoint.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ambit_e2e::{bin_dir, bounded, eventually, mesh};
+use ambit_localmesh::LocalMesh;
+use anyhow::{Context, Result, ensure};
+
+const REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080";
+const RATINGS: &str = "http://ratings.bookinfo.svc.cluster.local:9080";
+
+/// What `load get --json` reports.
+#[derive(Debug, Default)]
+struct Load {
+    statuses: BTreeMap<String, u64>,
+    versions: BTreeMap<String, u64>,
+    transport_errors: u64,
+}
+
+fn sample(name: &str) -> Result<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples")
+        .join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
+
+async fn apply(mesh: &LocalMesh, name: &str) -> Result<()> {
+    let (origin, text) = sample(name)?;
+    let report = mesh.apply(&origin, &text).await;
+    ensure!(report.errors.is_empty(), "{name}: {:?}", report.errors);
+    Ok(())
+}
+
+/// Runs `load get URL -n N [-H …] --json` inside the curl pod.
+async fn load(mesh: &LocalMesh, url: &str, requests: u32, headers: &[&str]) -> Result<Load> {
+    let curl = mesh.pod("client", "curl-0").context("the curl pod")?;
+    let mut command = curl.netns().command(bin_dir()?.join("load"));
+    command
+        .args([
+            "get",
+            url,
+            "-n",
+            &requests.to_string(),
+            "--json",
+            "--timeout",
+            "5s",
+        ])
+        .kill_on_drop(true);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = ambit_e2e::within("load", command.output()).await??;
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "load printed no JSON: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let counts = |field: &str| -> BTreeMap<String, u64> {
+        report[field]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(Load {
+        statuses: counts("statuses"),
+        versions: counts("versions"),
+        transport_errors: report["transportErrors"].as_u64().unwrap_or(0),
+    })
+}
+
+fn all(load: &Load, status: &str, requests: u64) -> bool {
+    load.statuses.get(status) == Some(&requests)
+}
+
+#[tokio::test]
+async fn waypoint_on_demand_routes_splits_and_denies() -> Result<()> {
+    bounded(async {
+        let mesh = mesh("l7", 2).await?;
+        for name in [
+            "00-namespaces.yaml",
+            "10-bookinfo.yaml",
+            "11-curl.yaml",
+            "20-enable-ambient.yaml",
+        ] {
+            apply(&mesh, name).await?;
+        }
+        eventually("reviews answers through the mesh", || async {
+            Ok(all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5))
+        })
+        .await?;
+
+        // An L7 rule with no waypoint to enforce it: ztunnel fails safe and DENY matches all.
+        let l7_deny_without_waypoint = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-no-delete, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  action: DENY
+  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+"#;
+        let report = mesh.apply("l7-deny.yaml", l7_deny_without_waypoint).await;
+        ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        eventually("the L7 DENY denies everything at L4", || async {
+            let load = load(&mesh, RATINGS, 3, &[]).await?;
+            Ok(load.transport_errors == 3 || load.statuses.keys().all(|s| s != "200"))
+        })
+        .await?;
+        let report = mesh.delete("l7-deny.yaml", l7_deny_without_waypoint).await;
+        ensure!(report.errors.is_empty(), "{:?}", report.errors);
+
+        // A waypoint on demand, then a header route only it can apply.
+        apply(&mesh, "40-waypoint.yaml").await?;
+        let waypoints = mesh.waypoints().await;
+        ensure!(
+            waypoints.iter().any(|w| w.name == "waypoint" && w.running),
+            "the Gateway started a waypoint: {waypoints:?}"
+        );
+        apply(&mesh, "50-route-reviews-header-v2.yaml").await?;
+        eventually("end-user: jason goes to v2", || async {
+            let jason = load(&mesh, REVIEWS, 10, &["end-user:jason"]).await?;
+            let others = load(&mesh, REVIEWS, 10, &[]).await?;
+            Ok(jason.versions.get("v2") == Some(&10) && others.versions.get("v1") == Some(&10))
+        })
+        .await?;
+
+        // 90/10 over 200 requests, within a generous tolerance (binomial sd is about 4).
+        apply(&mesh, "51-route-reviews-canary-90-10.yaml").await?;
+        eventually("the canary split applies", || async {
+            let split = load(&mesh, REVIEWS, 20, &[]).await?;
+            Ok(split.versions.get("v1").copied().unwrap_or(0) < 20 || split.versions.len() > 1)
+        })
+        .await?;
+        let split = load(&mesh, REVIEWS, 200, &[]).await?;
+        ensure!(all(&split, "200", 200), "every request answered: {split:?}");
+        let v2 = split.versions.get("v2").copied().unwrap_or(0);
+        let v1 = split.versions.get("v1").copied().unwrap_or(0);
+        ensure!(v1 + v2 == 200, "only v1 and v2: {split:?}");
+        ensure!((5..=40).contains(&v2), "about 10 % to v2, got {v2} of 200");
+
+        // L7 deny by path, enforced by the waypoint (403), other paths still served.
+        let deny_admin = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-no-admin, namespace: bookinfo}
+spec:
+  targetRefs: [{group: "", kind: Service, name: reviews}]
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/admin*"]}}]}]
+"#;
+        let report = mesh.apply("deny-admin.yaml", deny_admin).await;
+        ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        eventually("the waypoint denies /admin with 403", || async {
+            Ok(all(
+                &load(&mesh, &format!("{REVIEWS}/admin/x"), 3, &[]).await?,
+                "403",
+                3,
+            ))
+        })
+        .await?;
+        ensure!(
+            all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5),
+            "other paths are still served"
+        );
+        mesh.down().await?;
+        Ok(())
+    })
+    .await
+}
