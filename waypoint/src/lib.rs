@@ -29,11 +29,15 @@
 pub mod app;
 pub mod authz;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod detect;
 pub mod errors;
+pub mod lb;
 pub mod metrics;
+pub mod outlier;
+pub mod pool_limits;
 pub mod retry;
 pub mod route;
 pub mod stack;
