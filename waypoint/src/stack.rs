@@ -35,15 +35,16 @@ use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::authz::{self, HttpAttributes};
-use crate::balance::{self, EndpointTarget};
+use crate::balance::{self, EndpointTarget, PickRequest, Picked};
 use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
 use crate::detect::{self, Detected, PrefixedIo};
 use crate::errors::{self, ProxyError, ResponseBody};
 use crate::metrics::{CountingBody, MeteredBody, PendingRecord, RequestFacts};
+use crate::outlier::TryOutcome;
 use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
 use crate::route::{CompiledRule, Selection};
-use crate::upstream::{Upstream, UpstreamBody, UpstreamProtocol};
+use crate::upstream::{SendLimits, Upstream, UpstreamBody, UpstreamProtocol};
 
 /// Limits on downstream HTTP, against slow or oversized clients.
 #[derive(Debug, Clone)]
@@ -109,6 +110,10 @@ struct RequestLog {
     service: Option<Arc<ServiceEntry>>,
     /// The workload of the last endpoint tried.
     workload: Option<Arc<Workload>>,
+    /// The connection-pool limits of the last try's destination (its `maxRetries` budget).
+    limits: Option<SendLimits>,
+    /// A consistent-hash cookie generated for this request.
+    set_cookie: Option<HeaderValue>,
 }
 
 impl Default for HttpLimits {
@@ -417,6 +422,9 @@ impl Stack {
             None => exchange.await?,
         };
         filter_response(response.headers_mut(), rule.map(|r| r.filters.as_slice()));
+        if let Some(cookie) = log.set_cookie.take() {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         Ok(response)
     }
 
@@ -467,6 +475,8 @@ impl Stack {
             RequestBody::Streaming(Some(body))
         };
         let mut tries = 0;
+        // Held through the try it allows, so `maxRetries` bounds retries in flight.
+        let mut _retry_budget = None;
         loop {
             tries += 1;
             log.tries = tries;
@@ -489,10 +499,17 @@ impl Stack {
                 (Err(err), Some(_)) => retries_left && err.is_retryable(),
                 (_, None) => false,
             };
+            let budget = match (&log.limits, retry) {
+                (Some(limits), true) => limits.counters.try_retry(limits.pool.max_retries),
+                _ => None,
+            };
+            // Out of retry budget: the last outcome stands (Envoy's retry overflow).
+            let retry = retry && (log.limits.is_none() || budget.is_some());
             if !retry {
                 return outcome
                     .map(|response| response.map(|b| b.map_err(Into::into).boxed_unsync()));
             }
+            _retry_budget = budget;
             if let Some(policy) = retry_policy {
                 let wait = retry::backoff(policy.backoff, tries, &mut rand::rng());
                 tokio::time::sleep(wait).await;
@@ -515,18 +532,45 @@ impl Stack {
         per_try_timeout: Option<Duration>,
         log: &mut RequestLog,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let (endpoint, protocol) = pick_upstream(snapshot, tunnel, routed, parts.version, log)?;
+        let (endpoint, protocol, picked) =
+            pick_upstream(snapshot, &self.upstream, tunnel, routed, parts, log)?;
         log.endpoint = Some(endpoint.addr);
         log.workload = Some(endpoint.workload.clone());
         let body = body.ok_or_else(|| ProxyError::malformed("request body already consumed"))?;
         let request = upstream_request(parts, body, protocol, &endpoint)?;
-        let send = self.upstream.send(&endpoint, protocol, request);
-        match per_try_timeout {
+        let limits = match &picked {
+            Some(picked) => SendLimits {
+                counters: picked.cluster.counters().clone(),
+                pool: picked.policy.connection_pool,
+            },
+            None => SendLimits {
+                counters: Arc::default(),
+                pool: Default::default(),
+            },
+        };
+        let send = self
+            .upstream
+            .send_limited(&endpoint, protocol, request, &limits);
+        let result = match per_try_timeout {
             Some(timeout) => tokio::time::timeout(timeout, send)
                 .await
-                .map_err(|_| ProxyError::per_try_timeout())?,
+                .map_err(|_| ProxyError::per_try_timeout())
+                .and_then(|result| result),
             None => send.await,
+        };
+        if let Some(picked) = picked {
+            match &result {
+                Ok(response) => picked.report(TryOutcome::Status(response.status().as_u16())),
+                // Our own limits say nothing about the endpoint's health.
+                Err(err) if err.flag() == Some(crate::errors::ResponseFlag::UpstreamOverflow) => {}
+                Err(_) => picked.report(TryOutcome::NoAnswer),
+            }
+            if picked.set_cookie.is_some() {
+                log.set_cookie = picked.set_cookie;
+            }
+            log.limits = Some(limits);
         }
+        result
     }
 }
 
@@ -664,20 +708,24 @@ fn route(snapshot: &Snapshot, tunnel: &Tunnel, parts: &Parts) -> Result<Routed, 
 
 // ─── Phase 5–6: backend and endpoint ───────────────────────────────────────────────────
 
-/// The endpoint and HTTP version for one try.
+/// The endpoint and HTTP version for one try; for a service, the endpoint is chosen under
+/// its DestinationRule and comes with the destination's state ([`Picked`]).
 fn pick_upstream(
     snapshot: &Snapshot,
+    upstream: &Upstream,
     tunnel: &Tunnel,
     routed: &Routed,
-    downstream: Version,
+    parts: &Parts,
     log: &mut RequestLog,
-) -> Result<(EndpointTarget, UpstreamProtocol), ProxyError> {
+) -> Result<(EndpointTarget, UpstreamProtocol, Option<Picked>), ProxyError> {
+    let downstream = parts.version;
     let destination = &tunnel.destination;
     if let Some(pod) = &destination.pod {
         let endpoint = balance::pod_endpoint(snapshot, pod.clone(), destination.target);
         return Ok((
             endpoint,
             upstream_protocol(destination.protocol, downstream),
+            None,
         ));
     }
     let Some(entry) = &destination.service else {
@@ -708,9 +756,14 @@ fn pick_upstream(
         ProxyError::bad_backend(format!("{} has no port {port}", entry.service.hostname()))
     })?;
     let protocol = upstream_protocol(service_port.protocol(), downstream);
-    let endpoint = balance::pick_endpoint(snapshot, &entry, port)
-        .ok_or_else(ProxyError::no_healthy_upstream)?;
-    Ok((endpoint, protocol))
+    let request = PickRequest {
+        parts,
+        client_ip: tunnel.client_ip,
+        // HTTPRoute backends name no subset; VirtualService destinations pass theirs here.
+        subset: None,
+    };
+    let picked = balance::pick(snapshot, upstream.clusters(), &entry, port, request)?;
+    Ok((picked.endpoint.clone(), protocol, Some(picked)))
 }
 
 fn pick_tcp_endpoint(snapshot: &Snapshot, destination: &Destination) -> Option<EndpointTarget> {
