@@ -38,6 +38,7 @@ pub mod lb;
 pub mod metrics;
 pub mod outlier;
 pub mod pool_limits;
+pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod stack;

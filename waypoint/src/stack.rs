@@ -41,6 +41,7 @@ use crate::detect::{self, Detected, PrefixedIo};
 use crate::errors::{self, ProxyError, ResponseBody};
 use crate::metrics::{CountingBody, MeteredBody, PendingRecord, RequestFacts};
 use crate::outlier::TryOutcome;
+use crate::ratelimit::{RateLimitRequest, RateLimiter};
 use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
 use crate::route::{CompiledRule, Selection};
@@ -71,6 +72,7 @@ pub struct Stack {
     upstream: Upstream,
     limits: HttpLimits,
     metrics: Option<Metrics>,
+    rate_limits: RateLimiter,
 }
 
 /// A downstream request body, counted as it streams.
@@ -137,6 +139,7 @@ impl Stack {
             upstream,
             limits,
             metrics: None,
+            rate_limits: RateLimiter::default(),
         }
     }
 
@@ -401,6 +404,15 @@ impl Stack {
         log: &mut RequestLog,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         self.authorize(snapshot, tunnel, parts)?;
+        self.rate_limits.check(
+            snapshot,
+            &RateLimitRequest {
+                service: tunnel.destination.service.as_ref().map(|e| &e.service),
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                source: &tunnel.client_identity,
+            },
+        )?;
         let routed = route(snapshot, tunnel, parts)?;
         log.route = routed
             .rule
