@@ -42,6 +42,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod stack;
+pub mod upgrade;
 pub mod upstream;
 
 pub use app::{StartError, Waypoint, WaypointOptions};

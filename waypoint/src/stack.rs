@@ -30,6 +30,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 use tracing::{debug, info};
@@ -45,6 +46,7 @@ use crate::ratelimit::{RateLimitRequest, RateLimiter};
 use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
 use crate::route::{CompiledRule, Selection};
+use crate::upgrade;
 use crate::upstream::{SendLimits, Upstream, UpstreamBody, UpstreamProtocol};
 
 /// Limits on downstream HTTP, against slow or oversized clients.
@@ -255,7 +257,7 @@ impl Stack {
                 .max_headers(limits.max_headers)
                 .max_header_size(limits.max_header_bytes)
                 .header_read_timeout(limits.header_read_timeout);
-            let connection = builder.serve_connection(io, service);
+            let connection = builder.serve_connection(io, service).with_upgrades();
             run_until_closed(connection, &tunnel, |c| c.graceful_shutdown()).await
         };
         if let Err(err) = result {
@@ -425,6 +427,20 @@ impl Stack {
         {
             return Ok(response);
         }
+        if upgrade::is_upgrade(parts) {
+            let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+            let response = self
+                .forward_upgrade(snapshot, tunnel, &routed, parts, on_upgrade, log)
+                .await?;
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let upstream_headers = switching.then(|| response.headers().clone());
+            let mut response = response.map(|b| b.map_err(Into::into).boxed_unsync());
+            filter_response(response.headers_mut(), rule.map(|r| r.filters.as_slice()));
+            if let Some(upstream_headers) = upstream_headers {
+                upgrade::restore_switching_headers(response.headers_mut(), &upstream_headers);
+            }
+            return Ok(response);
+        }
         let request_timeout = rule.and_then(|r| r.request_timeout);
         let exchange = self.forward(snapshot, tunnel, &routed, parts, body, log);
         let mut response = match request_timeout {
@@ -527,6 +543,41 @@ impl Stack {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// An HTTP/1.1 Upgrade request: one try on a dedicated connection, spliced after `101`.
+    async fn forward_upgrade(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        routed: &Routed,
+        parts: &Parts,
+        on_upgrade: Option<OnUpgrade>,
+        log: &mut RequestLog,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        log.tries = 1;
+        let (endpoint, _, picked) =
+            pick_upstream(snapshot, &self.upstream, tunnel, routed, parts, log)?;
+        log.endpoint = Some(endpoint.addr);
+        log.workload = Some(endpoint.workload.clone());
+        let protocol = parts
+            .headers
+            .get(header::UPGRADE)
+            .cloned()
+            .ok_or_else(|| ProxyError::malformed("upgrade header"))?;
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = upstream_request(parts, body, UpstreamProtocol::Http1, &endpoint)?;
+        let result =
+            upgrade::forward(&self.upstream, &endpoint, request, protocol, on_upgrade).await;
+        if let Some(picked) = picked {
+            match &result {
+                Ok(response) => picked.report(TryOutcome::Status(response.status().as_u16())),
+                Err(_) => picked.report(TryOutcome::NoAnswer),
+            }
+        }
+        result
     }
 
     /// One try: pick a backend and an endpoint, send, wait for the response head.
