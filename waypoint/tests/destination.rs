@@ -1,5 +1,7 @@
 //! DestinationRule (load balancing, subsets, connection pools, outlier detection), local rate
 //! limiting and WebSocket passthrough, through the waypoint with real HBONE on both sides.
+// The fixtures below are not `#[test]` functions; a failed setup should panic.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

@@ -59,8 +59,8 @@ pub enum MeshResource {
     PeerAuthentication(PeerAuthentication),
     /// An HTTP route (waypoints only).
     HttpRoute(HttpRoute),
-    /// A destination rule (waypoints only).
-    DestinationRule(DestinationRule),
+    /// A destination rule (waypoints only); boxed, being much larger than the others.
+    DestinationRule(Box<DestinationRule>),
     /// A local rate limit (waypoints only).
     LocalRateLimit(LocalRateLimit),
 }
@@ -201,7 +201,7 @@ impl MeshResource {
             }
             ResourceKind::HttpRoute => serde_json::from_slice(payload).map(MeshResource::HttpRoute),
             ResourceKind::DestinationRule => {
-                serde_json::from_slice(payload).map(MeshResource::DestinationRule)
+                serde_json::from_slice(payload).map(|r| MeshResource::DestinationRule(Box::new(r)))
             }
             ResourceKind::LocalRateLimit => {
                 serde_json::from_slice(payload).map(MeshResource::LocalRateLimit)
@@ -264,7 +264,7 @@ impl MeshResource {
     /// The destination rule, if this is one.
     pub fn as_destination_rule(&self) -> Option<&DestinationRule> {
         match self {
-            MeshResource::DestinationRule(r) => Some(r),
+            MeshResource::DestinationRule(r) => Some(&**r),
             _ => None,
         }
     }
@@ -280,7 +280,7 @@ impl MeshResource {
 
 impl From<DestinationRule> for MeshResource {
     fn from(value: DestinationRule) -> Self {
-        MeshResource::DestinationRule(value)
+        MeshResource::DestinationRule(Box::new(value))
     }
 }
 
