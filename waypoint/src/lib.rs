@@ -20,10 +20,15 @@
 //! - [`metrics`]: Istio's request metrics with `reporter="waypoint"`;
 //! - [`control`]: the admin (15000), metrics (15020) and readiness (15021) servers.
 //!
-//! Not yet implemented (issue 4): the controller's gRPC config, WebSocket/Upgrade,
-//! RequestAuthentication (JWT), GRPCRoute, VirtualService, DestinationRule (LB algorithms,
-//! connection pools, outlier detection), RequestMirror, rate limiting, tracing/OTLP and the
-//! JSON access log.
+//! - [`balance`], [`lb`], [`cluster`], [`outlier`], [`pool_limits`]: DestinationRule —
+//!   endpoint choice (round robin, least request, random, consistent hash; subsets),
+//!   outlier ejection and connection-pool limits;
+//! - [`ratelimit`]: LocalRateLimit token buckets (docs/ratelimit.md);
+//! - [`upgrade`]: HTTP/1.1 Upgrade (WebSocket) passthrough.
+//!
+//! Not yet implemented (issue 4): the controller's gRPC config, RequestAuthentication (JWT),
+//! GRPCRoute, VirtualService, RequestMirror, tracing/OTLP, the JSON access log, h2 extended
+//! CONNECT, and DestinationRule policies on opaque TCP (round robin only there).
 #![forbid(unsafe_code)]
 
 pub mod app;

@@ -527,6 +527,8 @@ impl Stack {
                 (Err(err), Some(_)) => retries_left && err.is_retryable(),
                 (_, None) => false,
             };
+            // The previous retry is over; this request holds at most one unit at a time.
+            _retry_budget = None;
             let budget = match (&log.limits, retry) {
                 (Some(limits), true) => limits.counters.try_retry(limits.pool.max_retries),
                 _ => None,

@@ -487,11 +487,12 @@ async fn outlier_ejection_after_5xx_and_return_after_base_ejection_time() {
     let bad = Backend::start("bad", Mode::Status(500)).await;
     let good = Backend::start("good", Mode::Status(200)).await;
     let eps = [("bad", bad.port, "v1"), ("good", good.port, "v1")];
-    let base = Duration::from_millis(300);
+    // Long enough that the checks below finish inside one ejection even on a busy machine.
+    let base = Duration::from_secs(1);
     let outlier = rule(json!({
         "loadBalancer": { "simple": "ROUND_ROBIN" },
         "outlierDetection": { "consecutive5xxErrors": 2, "interval": "10s",
-                              "baseEjectionTime": "300ms", "maxEjectionPercent": 50 } }));
+                              "baseEjectionTime": "1s", "maxEjectionPercent": 50 } }));
     let harness = start(&eps, outlier, json!([])).await;
     let mut client = harness.client(VIP, false).await;
     // Round robin alternates until `bad` has failed twice, then only `good` answers.
@@ -610,4 +611,42 @@ async fn websocket_upgrade_is_spliced_both_ways() {
         ))
         .await;
     assert_eq!(answer.status, 200);
+}
+
+#[tokio::test]
+async fn max_retries_bounds_retries() {
+    let bad = Backend::start("bad", Mode::Status(503)).await;
+    let eps = [("bad", bad.port, "v1")];
+    let with_routes = |max_retries: u32| {
+        let mut cfg = mesh(
+            0,
+            &eps,
+            rule(json!({ "connectionPool": { "http": { "maxRetries": max_retries } } })),
+            json!([]),
+        );
+        cfg["routes"] = json!([route(
+            "retry",
+            "cart",
+            json!([{
+                "backendRefs": [{ "name": "cart", "port": 80 }],
+                "retry": { "attempts": 3, "codes": [503], "backoff": "1ms" }
+            }])
+        )]);
+        cfg
+    };
+    let harness = Harness::start(|zt| config(zt, vec![], vec![], vec![], vec![])).await;
+    for (generation, max_retries, expected) in [(2, 0, 1), (3, 1, 4)] {
+        let mut cfg = with_routes(max_retries);
+        cfg["endpointHbonePort"] = json!(harness.ztunnel.port());
+        let text = cfg.to_string().replace("{\"80\":", "{80: ");
+        harness.config.publish(parse(&text, generation).unwrap());
+        let before = bad.requests();
+        let mut client = harness.client(VIP, false).await;
+        assert_eq!(client.get("/").await.status, 503);
+        assert_eq!(
+            bad.requests() - before,
+            expected,
+            "maxRetries {max_retries}"
+        );
+    }
 }
