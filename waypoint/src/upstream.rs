@@ -71,6 +71,8 @@ pub struct SendLimits {
 struct H1Connection {
     sender: http1::SendRequest<UpstreamBody>,
     requests: u32,
+    /// The counters its slot is taken from, to find the destination's idle connections.
+    counters: Arc<PoolCounters>,
 }
 
 /// A shared HTTP/2 connection and how many requests it has carried.
@@ -197,13 +199,16 @@ impl Upstream {
                 return Ok(connection);
             }
             if let Some(guard) = counters.try_connection(limits.pool.max_connections) {
-                return self.connect_h1(endpoint, guard).await;
+                return self.connect_h1(endpoint, guard, counters.clone()).await;
             }
             // At the connection limit: a busy connection to this endpoint that will be free
             // once its response is read serves as well as a new one.
             if let Some(connection) = self.idle_h1(key, false) {
                 return Ok(connection);
             }
+            // Idle connections to the destination's other endpoints would hold the slots
+            // forever: close one; its slot frees when its task ends, which wakes us.
+            self.evict_idle_h1(counters);
             if pending.is_none() {
                 pending = Some(
                     counters
@@ -227,6 +232,25 @@ impl Upstream {
             .iter()
             .position(|c| !ready_only || c.sender.is_ready())?;
         Some(connections.swap_remove(index))
+    }
+
+    /// Closes one idle connection that holds a slot of `counters`.
+    fn evict_idle_h1(&self, counters: &Arc<PoolCounters>) {
+        let mut idle = self
+            .h1
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for connections in idle.values_mut() {
+            if let Some(index) = connections
+                .iter()
+                .position(|c| Arc::ptr_eq(&c.counters, counters))
+            {
+                // Dropping the sender closes the connection once a response still being
+                // read has ended; then its task ends and frees the slot.
+                connections.swap_remove(index);
+                return;
+            }
+        }
     }
 
     /// Keeps the connection for the next request (it becomes ready when this response's
@@ -258,6 +282,7 @@ impl Upstream {
         &self,
         endpoint: &EndpointTarget,
         slot: PoolGuard,
+        counters: Arc<PoolCounters>,
     ) -> Result<H1Connection, ProxyError> {
         let stream = self.tunnel(endpoint).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
@@ -273,6 +298,7 @@ impl Upstream {
         Ok(H1Connection {
             sender,
             requests: 0,
+            counters,
         })
     }
 

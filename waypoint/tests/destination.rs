@@ -650,3 +650,19 @@ async fn max_retries_bounds_retries() {
         );
     }
 }
+
+#[tokio::test]
+async fn max_connections_moves_between_endpoints() {
+    // One connection for the whole destination, round robin over two endpoints: the idle
+    // connection to one endpoint must give way to a request for the other.
+    let a = Backend::start("a", Mode::Status(200)).await;
+    let b = Backend::start("b", Mode::Status(200)).await;
+    let eps = [("a", a.port, "v1"), ("b", b.port, "v1")];
+    let pool = rule(json!({ "loadBalancer": { "simple": "ROUND_ROBIN" },
+        "connectionPool": { "tcp": { "maxConnections": 1 } } }));
+    let harness = start(&eps, pool, json!([])).await;
+    let mut client = harness.client(VIP, false).await;
+    let counts = spread(&mut client, 6, &[]).await;
+    assert_eq!(counts.get("a"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&3), "{counts:?}");
+}
