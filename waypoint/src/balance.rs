@@ -6,7 +6,10 @@
 //! detection removes the ejected ones ("healthy" = what is left); the load balancer
 //! ([`crate::lb`]) chooses among them; `http2MaxRequests` is checked. The [`Picked`] result
 //! carries the cluster state, so the outcome of the try can be reported back and the pool
-//! limits applied upstream. Without a DestinationRule, endpoints are taken round robin.
+//! limits applied upstream; the stack keeps it with the response body, so a request counts
+//! as in flight (LEAST_REQUEST, `http2MaxRequests`) until its response has been sent.
+//! Without a DestinationRule, endpoints are taken round robin (Istio would default to
+//! LEAST_REQUEST; the waypoint's earlier behaviour is kept).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

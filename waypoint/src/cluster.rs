@@ -8,10 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use ambit_model::destination_rule::OutlierDetection;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 use tracing::info;
 
@@ -52,6 +55,14 @@ pub struct EndpointStats {
 /// A request in flight to one endpoint (for LEAST_REQUEST), counted until dropped.
 #[derive(Debug)]
 pub struct InFlight(Arc<AtomicUsize>);
+
+/// A response body that keeps `held` (the request's in-flight and pool counts) until the
+/// body ends or is dropped.
+#[derive(Debug)]
+pub struct HeldBody<B, H> {
+    inner: B,
+    held: Option<H>,
+}
 
 impl Clusters {
     /// The state of `key`, created on first use.
@@ -141,6 +152,44 @@ impl EndpointStats {
     }
 }
 
+impl<B, H> HeldBody<B, H> {
+    /// Wraps `inner`, releasing `held` at its end.
+    pub fn new(inner: B, held: H) -> Self {
+        Self {
+            inner,
+            held: Some(held),
+        }
+    }
+}
+
+impl<B, H> Body for HeldBody<B, H>
+where
+    B: Body + Unpin,
+    H: Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.held = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -181,6 +230,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         let now = Instant::now();
         assert!(cluster.endpoints().values_mut().all(|e| !e.is_ejected(now)));
+    }
+
+    #[tokio::test]
+    async fn held_body_releases_at_its_end() {
+        use http_body_util::BodyExt;
+
+        let stats = EndpointStats::default();
+        let body = HeldBody::new(
+            http_body_util::Full::new(bytes::Bytes::from_static(b"data")),
+            stats.start(),
+        );
+        assert_eq!(stats.in_flight(), 1);
+        let mut body = std::pin::pin!(body);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "data");
+        assert_eq!(stats.in_flight(), 1, "held while the body streams");
+        assert!(body.frame().await.is_none());
+        assert_eq!(stats.in_flight(), 0, "released at the end");
     }
 
     #[test]

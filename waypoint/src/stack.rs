@@ -37,6 +37,7 @@ use tracing::{debug, info};
 
 use crate::authz::{self, HttpAttributes};
 use crate::balance::{self, EndpointTarget, PickRequest, Picked};
+use crate::cluster::HeldBody;
 use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
 use crate::detect::{self, Detected, PrefixedIo};
 use crate::errors::{self, ProxyError, ResponseBody};
@@ -118,6 +119,8 @@ struct RequestLog {
     limits: Option<SendLimits>,
     /// A consistent-hash cookie generated for this request.
     set_cookie: Option<HeaderValue>,
+    /// The last try's endpoint choice, whose counts the response body holds.
+    picked: Option<Picked>,
 }
 
 impl Default for HttpLimits {
@@ -536,8 +539,10 @@ impl Stack {
             // Out of retry budget: the last outcome stands (Envoy's retry overflow).
             let retry = retry && (log.limits.is_none() || budget.is_some());
             if !retry {
-                return outcome
-                    .map(|response| response.map(|b| b.map_err(Into::into).boxed_unsync()));
+                let picked = log.picked.take();
+                return outcome.map(|response| {
+                    response.map(|b| HeldBody::new(b, picked).map_err(Into::into).boxed_unsync())
+                });
             }
             _retry_budget = budget;
             if let Some(policy) = retry_policy {
@@ -631,9 +636,11 @@ impl Stack {
                 Err(_) => picked.report(TryOutcome::NoAnswer),
             }
             if picked.set_cookie.is_some() {
-                log.set_cookie = picked.set_cookie;
+                log.set_cookie = picked.set_cookie.clone();
             }
             log.limits = Some(limits);
+            // Counted as in flight (LEAST_REQUEST, http2MaxRequests) until its body ends.
+            log.picked = Some(picked);
         }
         result
     }
