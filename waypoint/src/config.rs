@@ -14,6 +14,8 @@
 //! workloads: [ ... ]      # ambit_model::WorkloadSpec
 //! policies: [ ... ]       # {name, namespace, spec: AuthorizationPolicy spec}
 //! routes: [ ... ]         # {name, namespace, spec: HTTPRoute spec}
+//! destinationRules: [ ... ]  # {name, namespace, spec: DestinationRule spec}
+//! localRateLimits: [ ... ]   # {name, namespace, spec: LocalRateLimit spec} (docs/ratelimit.md)
 //! ```
 //!
 //! The controller's push (`--controller`) produces the same [`ConfigFile`] from its stream
@@ -26,7 +28,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime};
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, DestinationRule, HttpRoute, LocalRateLimit, Service, Workload,
+};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -65,6 +69,12 @@ pub struct ConfigFile {
     /// HTTP routes with Service parents.
     #[serde(default)]
     pub routes: Vec<HttpRoute>,
+    /// Destination rules (load balancing, connection pools, outlier detection, subsets).
+    #[serde(default)]
+    pub destination_rules: Vec<DestinationRule>,
+    /// Local rate limits on services or on this waypoint.
+    #[serde(default)]
+    pub local_rate_limits: Vec<LocalRateLimit>,
 }
 
 /// `namespace/name` of a Gateway.
@@ -112,6 +122,9 @@ pub struct Snapshot {
     routes: RouteTable,
     /// The routes as configured, for the config dump.
     route_specs: Vec<HttpRoute>,
+    /// Destination rules by the service their host names.
+    destination_rules: HashMap<ServiceKey, Arc<DestinationRule>>,
+    local_rate_limits: Vec<Arc<LocalRateLimit>>,
 }
 
 /// Why a configuration could not be loaded.
@@ -198,6 +211,27 @@ impl Snapshot {
             }
         }
         let routes = RouteTable::build(&file.routes)?;
+        let mut destination_rules: HashMap<ServiceKey, Arc<DestinationRule>> = HashMap::new();
+        for (i, rule) in file.destination_rules.into_iter().enumerate() {
+            let Some((namespace, name)) = rule.service() else {
+                // Hosts outside the cluster domain never reach a waypoint.
+                warn!(rule = rule.name(), host = %rule.spec().host, "destinationRules[{i}]: host is not an in-cluster service; ignored");
+                continue;
+            };
+            let key = ServiceKey {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            };
+            if let Some(other) = destination_rules.insert(key.clone(), Arc::new(rule)) {
+                return Err(format!(
+                    "destinationRules[{i}]: {}/{} already has the destination rule {}/{}",
+                    key.namespace,
+                    key.name,
+                    other.namespace(),
+                    other.name()
+                ));
+            }
+        }
         Ok(Self {
             generation,
             waypoint: file.waypoint,
@@ -210,6 +244,8 @@ impl Snapshot {
             policies: file.policies,
             routes,
             route_specs: file.routes,
+            destination_rules,
+            local_rate_limits: file.local_rate_limits.into_iter().map(Arc::new).collect(),
         })
     }
 
@@ -220,6 +256,9 @@ impl Snapshot {
         services.sort_by(|a, b| a.0.cmp(b.0));
         let mut workloads: Vec<_> = self.workloads.iter().collect();
         workloads.sort_by(|a, b| a.0.cmp(b.0));
+        let mut rules: Vec<_> = self.destination_rules.iter().collect();
+        rules.sort_by(|a, b| a.0.cmp(b.0));
+        let rules: Vec<&DestinationRule> = rules.iter().map(|(_, r)| &***r).collect();
         serde_json::json!({
             "generation": self.generation,
             "waypoint": self.waypoint.as_ref().map(|w| format!("{}/{}", w.namespace, w.name)),
@@ -229,6 +268,8 @@ impl Snapshot {
             "workloads": workloads.iter().map(|(_, w)| &***w).collect::<Vec<_>>(),
             "policies": self.policies,
             "routes": self.route_specs,
+            "destinationRules": rules,
+            "localRateLimits": self.local_rate_limits.iter().map(|r| &**r).collect::<Vec<_>>(),
         })
     }
 
@@ -267,6 +308,16 @@ impl Snapshot {
     /// The compiled routes.
     pub fn routes(&self) -> &RouteTable {
         &self.routes
+    }
+
+    /// The destination rule for service `key`, if any.
+    pub fn destination_rule(&self, key: &ServiceKey) -> Option<&Arc<DestinationRule>> {
+        self.destination_rules.get(key)
+    }
+
+    /// All local rate limits, in file order.
+    pub fn local_rate_limits(&self) -> &[Arc<LocalRateLimit>] {
+        &self.local_rate_limits
     }
 
     /// Where the ztunnel of the pod with IP `ip` takes HBONE.

@@ -15,7 +15,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
@@ -54,6 +54,12 @@ pub enum ResponseFlag {
     NoRouteFound,
     /// `DPE`: the downstream request was malformed.
     DownstreamProtocolError,
+    /// `UO`: a connection-pool limit of the destination overflowed (circuit breaking).
+    UpstreamOverflow,
+    /// `RL`: a local rate limit refused the request.
+    RateLimited,
+    /// `NC`: the route names a subset (cluster) that does not exist.
+    NoClusterFound,
 }
 
 /// A failure of one request in the L7 stack. Opaque; ask it with the predicates.
@@ -77,6 +83,9 @@ enum ErrorKind {
     Malformed(String),
     HeadersTooLarge,
     BodyTooLarge(usize),
+    Overflow(&'static str),
+    RateLimited { retry_after_secs: u64 },
+    UnknownSubset(String),
 }
 
 impl ResponseFlag {
@@ -90,6 +99,9 @@ impl ResponseFlag {
             Self::UpstreamRetryLimitExceeded => "URX",
             Self::NoRouteFound => "NR",
             Self::DownstreamProtocolError => "DPE",
+            Self::UpstreamOverflow => "UO",
+            Self::RateLimited => "RL",
+            Self::NoClusterFound => "NC",
         }
     }
 }
@@ -169,6 +181,21 @@ impl ProxyError {
         Self::new(ErrorKind::BodyTooLarge(limit))
     }
 
+    /// A connection-pool limit (`limit` names it) of the destination is reached.
+    pub fn overflow(limit: &'static str) -> Self {
+        Self::new(ErrorKind::Overflow(limit))
+    }
+
+    /// A local rate limit refused the request; a token is expected in `retry_after_secs`.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self::new(ErrorKind::RateLimited { retry_after_secs })
+    }
+
+    /// The route names a subset the destination rule of the service does not define.
+    pub fn unknown_subset(what: impl Into<String>) -> Self {
+        Self::new(ErrorKind::UnknownSubset(what.into()))
+    }
+
     /// Whether another try (on another endpoint) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -198,8 +225,13 @@ impl ProxyError {
             | ErrorKind::ConnectFailure
             | ErrorKind::Timeout
             | ErrorKind::PerTryTimeout
-            | ErrorKind::UpstreamReset { .. } => Side::Upstream,
-            ErrorKind::Denied(_) | ErrorKind::NoRoute | ErrorKind::BadBackend(_) => Side::Internal,
+            | ErrorKind::UpstreamReset { .. }
+            | ErrorKind::Overflow(_) => Side::Upstream,
+            ErrorKind::Denied(_)
+            | ErrorKind::NoRoute
+            | ErrorKind::BadBackend(_)
+            | ErrorKind::RateLimited { .. }
+            | ErrorKind::UnknownSubset(_) => Side::Internal,
             ErrorKind::Malformed(_) | ErrorKind::HeadersTooLarge | ErrorKind::BodyTooLarge(_) => {
                 Side::Downstream
             }
@@ -219,6 +251,9 @@ impl ProxyError {
             ErrorKind::Malformed(_) | ErrorKind::HeadersTooLarge => {
                 Some(ResponseFlag::DownstreamProtocolError)
             }
+            ErrorKind::Overflow(_) => Some(ResponseFlag::UpstreamOverflow),
+            ErrorKind::RateLimited { .. } => Some(ResponseFlag::RateLimited),
+            ErrorKind::UnknownSubset(_) => Some(ResponseFlag::NoClusterFound),
             ErrorKind::Denied(_) | ErrorKind::BadBackend(_) | ErrorKind::BodyTooLarge(_) => None,
         }
     }
@@ -228,7 +263,10 @@ impl ProxyError {
         match self.kind {
             ErrorKind::NoHealthyUpstream
             | ErrorKind::ConnectFailure
-            | ErrorKind::UpstreamReset { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorKind::UpstreamReset { .. }
+            | ErrorKind::Overflow(_)
+            | ErrorKind::UnknownSubset(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Timeout | ErrorKind::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Denied(_) => StatusCode::FORBIDDEN,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
@@ -252,6 +290,11 @@ impl ProxyError {
             ErrorKind::Malformed(_) => "bad request",
             ErrorKind::HeadersTooLarge => "request headers too large",
             ErrorKind::BodyTooLarge(_) => "request body too large",
+            ErrorKind::Overflow(_) => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+            }
+            ErrorKind::RateLimited { .. } => "local_rate_limited",
+            ErrorKind::UnknownSubset(_) => "no healthy upstream",
         }
     }
 }
@@ -281,6 +324,11 @@ impl fmt::Display for ProxyError {
                     "request body larger than the {limit} bytes that can be retried"
                 )
             }
+            ErrorKind::Overflow(limit) => write!(f, "connection pool overflow: {limit}"),
+            ErrorKind::RateLimited { retry_after_secs } => {
+                write!(f, "rate limited; retry after {retry_after_secs}s")
+            }
+            ErrorKind::UnknownSubset(what) => write!(f, "unknown subset: {what}"),
         }?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
@@ -327,6 +375,11 @@ pub fn respond(error: &ProxyError, grpc: bool) -> Response<ResponseBody> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if let ErrorKind::RateLimited { retry_after_secs } = error.kind {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    }
     response
 }
 
@@ -390,6 +443,14 @@ mod tests {
             (ProxyError::malformed("uri"), 400, Some("DPE"), false),
             (ProxyError::headers_too_large(), 431, Some("DPE"), false),
             (ProxyError::body_too_large(10), 413, None, false),
+            (
+                ProxyError::overflow("maxConnections"),
+                503,
+                Some("UO"),
+                false,
+            ),
+            (ProxyError::rate_limited(2), 429, Some("RL"), false),
+            (ProxyError::unknown_subset("v9"), 503, Some("NC"), false),
         ];
         for (error, status, flag, retryable) in cases {
             assert_eq!(error.status().as_u16(), status, "{error}");
@@ -399,6 +460,13 @@ mod tests {
             assert_eq!(response.status().as_u16(), status);
             assert!(response.headers().get("server").is_none());
         }
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let response = respond(&ProxyError::rate_limited(3), false);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
     }
 
     #[test]

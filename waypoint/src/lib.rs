@@ -20,24 +20,35 @@
 //! - [`metrics`]: Istio's request metrics with `reporter="waypoint"`;
 //! - [`control`]: the admin (15000), metrics (15020) and readiness (15021) servers.
 //!
-//! Not yet implemented (issue 4): the controller's gRPC config, WebSocket/Upgrade,
-//! RequestAuthentication (JWT), GRPCRoute, VirtualService, DestinationRule (LB algorithms,
-//! connection pools, outlier detection), RequestMirror, rate limiting, tracing/OTLP and the
-//! JSON access log.
+//! - [`balance`], [`lb`], [`cluster`], [`outlier`], [`pool_limits`]: DestinationRule —
+//!   endpoint choice (round robin, least request, random, consistent hash; subsets),
+//!   outlier ejection and connection-pool limits;
+//! - [`ratelimit`]: LocalRateLimit token buckets (docs/ratelimit.md);
+//! - [`upgrade`]: HTTP/1.1 Upgrade (WebSocket) passthrough.
+//!
+//! Not yet implemented (issue 4): the controller's gRPC config, RequestAuthentication (JWT),
+//! GRPCRoute, VirtualService, RequestMirror, tracing/OTLP, the JSON access log, h2 extended
+//! CONNECT, and DestinationRule policies on opaque TCP (round robin only there).
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod authz;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod controller;
 pub mod detect;
 pub mod errors;
+pub mod lb;
 pub mod metrics;
+pub mod outlier;
+pub mod pool_limits;
+pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod stack;
+pub mod upgrade;
 pub mod upstream;
 
 pub use app::{StartError, Waypoint, WaypointOptions};

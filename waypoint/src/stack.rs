@@ -30,20 +30,25 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
 use crate::authz::{self, HttpAttributes};
-use crate::balance::{self, EndpointTarget};
+use crate::balance::{self, EndpointTarget, PickRequest, Picked};
+use crate::cluster::HeldBody;
 use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
 use crate::detect::{self, Detected, PrefixedIo};
 use crate::errors::{self, ProxyError, ResponseBody};
 use crate::metrics::{CountingBody, MeteredBody, PendingRecord, RequestFacts};
+use crate::outlier::TryOutcome;
+use crate::ratelimit::{RateLimitRequest, RateLimiter};
 use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
 use crate::route::{CompiledRule, Selection};
-use crate::upstream::{Upstream, UpstreamBody, UpstreamProtocol};
+use crate::upgrade;
+use crate::upstream::{SendLimits, Upstream, UpstreamBody, UpstreamProtocol};
 
 /// Limits on downstream HTTP, against slow or oversized clients.
 #[derive(Debug, Clone)]
@@ -70,6 +75,7 @@ pub struct Stack {
     upstream: Upstream,
     limits: HttpLimits,
     metrics: Option<Metrics>,
+    rate_limits: RateLimiter,
 }
 
 /// A downstream request body, counted as it streams.
@@ -109,6 +115,12 @@ struct RequestLog {
     service: Option<Arc<ServiceEntry>>,
     /// The workload of the last endpoint tried.
     workload: Option<Arc<Workload>>,
+    /// The connection-pool limits of the last try's destination (its `maxRetries` budget).
+    limits: Option<SendLimits>,
+    /// A consistent-hash cookie generated for this request.
+    set_cookie: Option<HeaderValue>,
+    /// The last try's endpoint choice, whose counts the response body holds.
+    picked: Option<Picked>,
 }
 
 impl Default for HttpLimits {
@@ -132,6 +144,7 @@ impl Stack {
             upstream,
             limits,
             metrics: None,
+            rate_limits: RateLimiter::default(),
         }
     }
 
@@ -247,7 +260,7 @@ impl Stack {
                 .max_headers(limits.max_headers)
                 .max_header_size(limits.max_header_bytes)
                 .header_read_timeout(limits.header_read_timeout);
-            let connection = builder.serve_connection(io, service);
+            let connection = builder.serve_connection(io, service).with_upgrades();
             run_until_closed(connection, &tunnel, |c| c.graceful_shutdown()).await
         };
         if let Err(err) = result {
@@ -396,6 +409,15 @@ impl Stack {
         log: &mut RequestLog,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         self.authorize(snapshot, tunnel, parts)?;
+        self.rate_limits.check(
+            snapshot,
+            &RateLimitRequest {
+                service: tunnel.destination.service.as_ref().map(|e| &e.service),
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                source: &tunnel.client_identity,
+            },
+        )?;
         let routed = route(snapshot, tunnel, parts)?;
         log.route = routed
             .rule
@@ -408,6 +430,20 @@ impl Stack {
         {
             return Ok(response);
         }
+        if upgrade::is_upgrade(parts) {
+            let on_upgrade = parts.extensions.remove::<OnUpgrade>();
+            let response = self
+                .forward_upgrade(snapshot, tunnel, &routed, parts, on_upgrade, log)
+                .await?;
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let upstream_headers = switching.then(|| response.headers().clone());
+            let mut response = response.map(|b| b.map_err(Into::into).boxed_unsync());
+            filter_response(response.headers_mut(), rule.map(|r| r.filters.as_slice()));
+            if let Some(upstream_headers) = upstream_headers {
+                upgrade::restore_switching_headers(response.headers_mut(), &upstream_headers);
+            }
+            return Ok(response);
+        }
         let request_timeout = rule.and_then(|r| r.request_timeout);
         let exchange = self.forward(snapshot, tunnel, &routed, parts, body, log);
         let mut response = match request_timeout {
@@ -417,6 +453,9 @@ impl Stack {
             None => exchange.await?,
         };
         filter_response(response.headers_mut(), rule.map(|r| r.filters.as_slice()));
+        if let Some(cookie) = log.set_cookie.take() {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
         Ok(response)
     }
 
@@ -467,6 +506,8 @@ impl Stack {
             RequestBody::Streaming(Some(body))
         };
         let mut tries = 0;
+        // Held through the try it allows, so `maxRetries` bounds retries in flight.
+        let mut _retry_budget = None;
         loop {
             tries += 1;
             log.tries = tries;
@@ -489,15 +530,61 @@ impl Stack {
                 (Err(err), Some(_)) => retries_left && err.is_retryable(),
                 (_, None) => false,
             };
+            // The previous retry is over; this request holds at most one unit at a time.
+            _retry_budget = None;
+            let budget = match (&log.limits, retry) {
+                (Some(limits), true) => limits.counters.try_retry(limits.pool.max_retries),
+                _ => None,
+            };
+            // Out of retry budget: the last outcome stands (Envoy's retry overflow).
+            let retry = retry && (log.limits.is_none() || budget.is_some());
             if !retry {
-                return outcome
-                    .map(|response| response.map(|b| b.map_err(Into::into).boxed_unsync()));
+                let picked = log.picked.take();
+                return outcome.map(|response| {
+                    response.map(|b| HeldBody::new(b, picked).map_err(Into::into).boxed_unsync())
+                });
             }
+            _retry_budget = budget;
             if let Some(policy) = retry_policy {
                 let wait = retry::backoff(policy.backoff, tries, &mut rand::rng());
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// An HTTP/1.1 Upgrade request: one try on a dedicated connection, spliced after `101`.
+    async fn forward_upgrade(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        routed: &Routed,
+        parts: &Parts,
+        on_upgrade: Option<OnUpgrade>,
+        log: &mut RequestLog,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        log.tries = 1;
+        let (endpoint, _, picked) =
+            pick_upstream(snapshot, &self.upstream, tunnel, routed, parts, log)?;
+        log.endpoint = Some(endpoint.addr);
+        log.workload = Some(endpoint.workload.clone());
+        let protocol = parts
+            .headers
+            .get(header::UPGRADE)
+            .cloned()
+            .ok_or_else(|| ProxyError::malformed("upgrade header"))?;
+        let body = http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let request = upstream_request(parts, body, UpstreamProtocol::Http1, &endpoint)?;
+        let result =
+            upgrade::forward(&self.upstream, &endpoint, request, protocol, on_upgrade).await;
+        if let Some(picked) = picked {
+            match &result {
+                Ok(response) => picked.report(TryOutcome::Status(response.status().as_u16())),
+                Err(_) => picked.report(TryOutcome::NoAnswer),
+            }
+        }
+        result
     }
 
     /// One try: pick a backend and an endpoint, send, wait for the response head.
@@ -515,18 +602,47 @@ impl Stack {
         per_try_timeout: Option<Duration>,
         log: &mut RequestLog,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let (endpoint, protocol) = pick_upstream(snapshot, tunnel, routed, parts.version, log)?;
+        let (endpoint, protocol, picked) =
+            pick_upstream(snapshot, &self.upstream, tunnel, routed, parts, log)?;
         log.endpoint = Some(endpoint.addr);
         log.workload = Some(endpoint.workload.clone());
         let body = body.ok_or_else(|| ProxyError::malformed("request body already consumed"))?;
         let request = upstream_request(parts, body, protocol, &endpoint)?;
-        let send = self.upstream.send(&endpoint, protocol, request);
-        match per_try_timeout {
+        let limits = match &picked {
+            Some(picked) => SendLimits {
+                counters: picked.cluster.counters().clone(),
+                pool: picked.policy.connection_pool,
+            },
+            None => SendLimits {
+                counters: Arc::default(),
+                pool: Default::default(),
+            },
+        };
+        let send = self
+            .upstream
+            .send_limited(&endpoint, protocol, request, &limits);
+        let result = match per_try_timeout {
             Some(timeout) => tokio::time::timeout(timeout, send)
                 .await
-                .map_err(|_| ProxyError::per_try_timeout())?,
+                .map_err(|_| ProxyError::per_try_timeout())
+                .and_then(|result| result),
             None => send.await,
+        };
+        if let Some(picked) = picked {
+            match &result {
+                Ok(response) => picked.report(TryOutcome::Status(response.status().as_u16())),
+                // Our own limits say nothing about the endpoint's health.
+                Err(err) if err.flag() == Some(crate::errors::ResponseFlag::UpstreamOverflow) => {}
+                Err(_) => picked.report(TryOutcome::NoAnswer),
+            }
+            if picked.set_cookie.is_some() {
+                log.set_cookie = picked.set_cookie.clone();
+            }
+            log.limits = Some(limits);
+            // Counted as in flight (LEAST_REQUEST, http2MaxRequests) until its body ends.
+            log.picked = Some(picked);
         }
+        result
     }
 }
 
@@ -664,20 +780,24 @@ fn route(snapshot: &Snapshot, tunnel: &Tunnel, parts: &Parts) -> Result<Routed, 
 
 // ─── Phase 5–6: backend and endpoint ───────────────────────────────────────────────────
 
-/// The endpoint and HTTP version for one try.
+/// The endpoint and HTTP version for one try; for a service, the endpoint is chosen under
+/// its DestinationRule and comes with the destination's state ([`Picked`]).
 fn pick_upstream(
     snapshot: &Snapshot,
+    upstream: &Upstream,
     tunnel: &Tunnel,
     routed: &Routed,
-    downstream: Version,
+    parts: &Parts,
     log: &mut RequestLog,
-) -> Result<(EndpointTarget, UpstreamProtocol), ProxyError> {
+) -> Result<(EndpointTarget, UpstreamProtocol, Option<Picked>), ProxyError> {
+    let downstream = parts.version;
     let destination = &tunnel.destination;
     if let Some(pod) = &destination.pod {
         let endpoint = balance::pod_endpoint(snapshot, pod.clone(), destination.target);
         return Ok((
             endpoint,
             upstream_protocol(destination.protocol, downstream),
+            None,
         ));
     }
     let Some(entry) = &destination.service else {
@@ -708,9 +828,14 @@ fn pick_upstream(
         ProxyError::bad_backend(format!("{} has no port {port}", entry.service.hostname()))
     })?;
     let protocol = upstream_protocol(service_port.protocol(), downstream);
-    let endpoint = balance::pick_endpoint(snapshot, &entry, port)
-        .ok_or_else(ProxyError::no_healthy_upstream)?;
-    Ok((endpoint, protocol))
+    let request = PickRequest {
+        parts,
+        client_ip: tunnel.client_ip,
+        // HTTPRoute backends name no subset; VirtualService destinations pass theirs here.
+        subset: None,
+    };
+    let picked = balance::pick(snapshot, upstream.clusters(), &entry, port, request)?;
+    Ok((picked.endpoint.clone(), protocol, Some(picked)))
 }
 
 fn pick_tcp_endpoint(snapshot: &Snapshot, destination: &Destination) -> Option<EndpointTarget> {

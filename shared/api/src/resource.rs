@@ -6,7 +6,10 @@
 
 use std::fmt;
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, DestinationRule, HttpRoute, LocalRateLimit, PeerAuthentication, Service,
+    Workload,
+};
 use bytes::Bytes;
 
 use crate::proto;
@@ -25,6 +28,10 @@ pub enum ResourceKind {
     PeerAuthentication,
     /// [`HttpRoute`] (Gateway API HTTPRoute, for waypoints).
     HttpRoute,
+    /// [`DestinationRule`] (Istio DestinationRule, for waypoints).
+    DestinationRule,
+    /// [`LocalRateLimit`] (Ambit's local rate limit, for waypoints).
+    LocalRateLimit,
 }
 
 /// Identifies one resource within a scope.
@@ -52,6 +59,10 @@ pub enum MeshResource {
     PeerAuthentication(PeerAuthentication),
     /// An HTTP route (waypoints only).
     HttpRoute(HttpRoute),
+    /// A destination rule (waypoints only); boxed, being much larger than the others.
+    DestinationRule(Box<DestinationRule>),
+    /// A local rate limit (waypoints only).
+    LocalRateLimit(LocalRateLimit),
 }
 
 /// A resource that could not be encoded or decoded.
@@ -64,9 +75,11 @@ pub struct ResourceError {
 
 impl ResourceKind {
     /// Every kind, in wire-name order.
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::AuthorizationPolicy,
+        ResourceKind::DestinationRule,
         ResourceKind::HttpRoute,
+        ResourceKind::LocalRateLimit,
         ResourceKind::PeerAuthentication,
         ResourceKind::Service,
         ResourceKind::Workload,
@@ -80,6 +93,8 @@ impl ResourceKind {
             ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
             ResourceKind::PeerAuthentication => "PeerAuthentication",
             ResourceKind::HttpRoute => "HttpRoute",
+            ResourceKind::DestinationRule => "DestinationRule",
+            ResourceKind::LocalRateLimit => "LocalRateLimit",
         }
     }
 
@@ -137,6 +152,8 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(p) => (p.namespace(), p.name()),
             MeshResource::PeerAuthentication(p) => (p.namespace(), p.name()),
             MeshResource::HttpRoute(r) => (r.namespace(), r.name()),
+            MeshResource::DestinationRule(r) => (r.namespace(), r.name()),
+            MeshResource::LocalRateLimit(r) => (r.namespace(), r.name()),
         };
         ResourceKey::new(self.kind(), namespace, name)
     }
@@ -149,6 +166,8 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(_) => ResourceKind::AuthorizationPolicy,
             MeshResource::PeerAuthentication(_) => ResourceKind::PeerAuthentication,
             MeshResource::HttpRoute(_) => ResourceKind::HttpRoute,
+            MeshResource::DestinationRule(_) => ResourceKind::DestinationRule,
+            MeshResource::LocalRateLimit(_) => ResourceKind::LocalRateLimit,
         }
     }
 
@@ -160,6 +179,8 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(p) => serde_json::to_vec(p),
             MeshResource::PeerAuthentication(p) => serde_json::to_vec(p),
             MeshResource::HttpRoute(r) => serde_json::to_vec(r),
+            MeshResource::DestinationRule(r) => serde_json::to_vec(r),
+            MeshResource::LocalRateLimit(r) => serde_json::to_vec(r),
         };
         json.map(Bytes::from).map_err(|err| ResourceError {
             what: self.key().to_string(),
@@ -179,6 +200,12 @@ impl MeshResource {
                 serde_json::from_slice(payload).map(MeshResource::PeerAuthentication)
             }
             ResourceKind::HttpRoute => serde_json::from_slice(payload).map(MeshResource::HttpRoute),
+            ResourceKind::DestinationRule => {
+                serde_json::from_slice(payload).map(|r| MeshResource::DestinationRule(Box::new(r)))
+            }
+            ResourceKind::LocalRateLimit => {
+                serde_json::from_slice(payload).map(MeshResource::LocalRateLimit)
+            }
         };
         let resource = decoded.map_err(|err| ResourceError {
             what: key.to_string(),
@@ -233,6 +260,34 @@ impl MeshResource {
             _ => None,
         }
     }
+
+    /// The destination rule, if this is one.
+    pub fn as_destination_rule(&self) -> Option<&DestinationRule> {
+        match self {
+            MeshResource::DestinationRule(r) => Some(&**r),
+            _ => None,
+        }
+    }
+
+    /// The local rate limit, if this is one.
+    pub fn as_local_rate_limit(&self) -> Option<&LocalRateLimit> {
+        match self {
+            MeshResource::LocalRateLimit(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<DestinationRule> for MeshResource {
+    fn from(value: DestinationRule) -> Self {
+        MeshResource::DestinationRule(Box::new(value))
+    }
+}
+
+impl From<LocalRateLimit> for MeshResource {
+    fn from(value: LocalRateLimit) -> Self {
+        MeshResource::LocalRateLimit(value)
+    }
 }
 
 impl From<HttpRoute> for MeshResource {
@@ -271,5 +326,36 @@ impl ResourceError {
             what: what.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waypoint_kinds_round_trip_through_the_wire_form() {
+        let rule: DestinationRule = serde_json::from_value(serde_json::json!({
+            "name": "cart", "namespace": "shop",
+            "spec": { "host": "cart", "subsets": [{ "name": "v1", "labels": { "version": "v1" } }] }
+        }))
+        .unwrap();
+        let limit: LocalRateLimit = serde_json::from_value(serde_json::json!({
+            "name": "rl", "namespace": "shop",
+            "spec": { "targetRefs": [{ "group": "", "kind": "Service", "name": "cart" }],
+                      "rules": [{ "tokensPerFill": 1, "fillInterval": "1s", "maxTokens": 2 }] }
+        }))
+        .unwrap();
+        for resource in [MeshResource::from(rule), MeshResource::from(limit)] {
+            let key = resource.key();
+            assert_eq!(ResourceKind::from_wire(key.kind.as_str()), Some(key.kind));
+            let payload = resource.encode().unwrap();
+            assert_eq!(MeshResource::decode(&key, &payload).unwrap(), resource);
+        }
+        // A payload under the wrong kind is refused by the model's validation.
+        let wrong = ResourceKey::new(ResourceKind::DestinationRule, "shop", "rl");
+        assert!(
+            MeshResource::decode(&wrong, br#"{"name":"rl","namespace":"shop","spec":{}}"#).is_err()
+        );
     }
 }

@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod destination_rule;
 pub mod error;
 pub mod labels;
 pub mod pattern;
 pub mod peer_auth;
 pub mod protocol;
+pub mod rate_limit;
 pub mod route;
 pub mod service;
 pub mod waypoint;
@@ -20,11 +22,13 @@ pub mod workload;
 mod identity_serde;
 
 pub use authz::{Action, AuthorizationPolicy, AuthorizationPolicySpec, PolicyScope};
+pub use destination_rule::DestinationRule;
 pub use error::ModelError;
 pub use labels::{Labels, WorkloadSelector};
 pub use pattern::StringMatch;
 pub use peer_auth::{MtlsMode, PeerAuthentication, PeerAuthenticationSpec, effective_mtls_mode};
 pub use protocol::{AppProtocol, select_protocol};
+pub use rate_limit::LocalRateLimit;
 pub use route::HttpRoute;
 pub use service::{Endpoint, Service, ServicePort, ServiceSpec};
 pub use waypoint::{WaypointFor, WaypointRef};

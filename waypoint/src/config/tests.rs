@@ -115,3 +115,59 @@ async fn reloads_on_change_and_keeps_the_last_good_config() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn destination_rules_and_rate_limits_are_indexed_and_validated() {
+    let with = |extra: &str| parse(&format!("{SAMPLE}{extra}"), 1);
+    let snapshot = with(
+        r#"
+destinationRules:
+  - name: cart
+    namespace: shop
+    spec: { host: cart.shop.svc.cluster.local, trafficPolicy: { loadBalancer: { simple: RANDOM } } }
+localRateLimits:
+  - name: rl
+    namespace: shop
+    spec:
+      targetRefs: [{ group: "", kind: Service, name: cart }]
+      rules: [{ tokensPerFill: 1, fillInterval: 1s, maxTokens: 1 }]
+"#,
+    )
+    .unwrap();
+    let key = ServiceKey {
+        namespace: "shop".into(),
+        name: "cart".into(),
+    };
+    assert_eq!(snapshot.destination_rule(&key).unwrap().name(), "cart");
+    assert_eq!(snapshot.local_rate_limits().len(), 1);
+    let dump = snapshot.dump();
+    assert_eq!(
+        dump["destinationRules"][0]["spec"]["host"],
+        "cart.shop.svc.cluster.local"
+    );
+    assert_eq!(dump["localRateLimits"][0]["name"], "rl");
+
+    let twice = with(
+        r#"
+destinationRules:
+  - { name: a, namespace: shop, spec: { host: cart } }
+  - { name: b, namespace: shop, spec: { host: cart.shop } }
+"#,
+    )
+    .unwrap_err();
+    assert!(
+        twice.contains("destinationRules[1]") && twice.contains("shop/a"),
+        "{twice}"
+    );
+    let invalid = with(
+        r#"
+destinationRules:
+  - { name: a, namespace: shop, spec: { host: cart, trafficPolicy: { outlierDetection: { interval: soon } } } }
+"#,
+    )
+    .unwrap_err();
+    assert!(
+        invalid.contains("spec.trafficPolicy.outlierDetection.interval"),
+        "{invalid}"
+    );
+}

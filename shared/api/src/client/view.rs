@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, DestinationRule, HttpRoute, LocalRateLimit, PeerAuthentication, Service,
+    Workload,
+};
 
 use crate::proto;
 use crate::resource::{MeshResource, ResourceError, ResourceKey, ResourceKind};
@@ -83,6 +86,18 @@ impl ConfigView {
     pub fn http_routes(&self) -> impl Iterator<Item = &HttpRoute> {
         self.of_kind(ResourceKind::HttpRoute)
             .filter_map(MeshResource::as_http_route)
+    }
+
+    /// The destination rules (a waypoint's scope).
+    pub fn destination_rules(&self) -> impl Iterator<Item = &DestinationRule> {
+        self.of_kind(ResourceKind::DestinationRule)
+            .filter_map(MeshResource::as_destination_rule)
+    }
+
+    /// The local rate limits (a waypoint's scope).
+    pub fn local_rate_limits(&self) -> impl Iterator<Item = &LocalRateLimit> {
+        self.of_kind(ResourceKind::LocalRateLimit)
+            .filter_map(MeshResource::as_local_rate_limit)
     }
 
     fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &MeshResource> {
