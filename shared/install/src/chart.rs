@@ -146,11 +146,10 @@ impl Chart {
         let schema_path = dir.join("values.schema.json");
         let schema = if schema_path.exists() {
             let text = read(&schema_path)?;
-            let schema: Value =
-                serde_json::from_str(&text).map_err(|e| InstallError::Invalid {
-                    path: schema_path.clone(),
-                    message: e.to_string(),
-                })?;
+            let schema: Value = serde_json::from_str(&text).map_err(|e| InstallError::Invalid {
+                path: schema_path.clone(),
+                message: e.to_string(),
+            })?;
             jsonschema::validator_for(&schema).map_err(|e| InstallError::Invalid {
                 path: schema_path,
                 message: format!("not a valid JSON schema: {e}"),
@@ -165,7 +164,10 @@ impl Chart {
         for relative in files {
             let content = read(&dir.join(&relative))?;
             if relative.starts_with("templates/") {
-                if relative.ends_with(".yaml") || relative.ends_with(".yml") || relative.ends_with(".tpl") {
+                if relative.ends_with(".yaml")
+                    || relative.ends_with(".yml")
+                    || relative.ends_with(".tpl")
+                {
                     templates.add(&relative, &content)?;
                 }
             } else if !relative.starts_with("charts/") {
@@ -214,7 +216,11 @@ impl Chart {
     }
 
     /// Renders every template with the merged values; objects come back in install order.
-    pub fn render(&self, overrides: &[Value], release: &Release) -> Result<Vec<Manifest>, InstallError> {
+    pub fn render(
+        &self,
+        overrides: &[Value],
+        release: &Release,
+    ) -> Result<Vec<Manifest>, InstallError> {
         let values = self.merged_values(overrides);
         self.validate_values(&values)?;
         let data = json!({
@@ -404,14 +410,14 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), I
         let file_type = entry.file_type().map_err(io)?;
         if file_type.is_dir() {
             collect_files(root, &path, out)?;
-        } else if file_type.is_file() {
-            if let Ok(relative) = path.strip_prefix(root) {
-                let parts: Vec<_> = relative
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                out.push(parts.join("/"));
-            }
+        } else if file_type.is_file()
+            && let Ok(relative) = path.strip_prefix(root)
+        {
+            let parts: Vec<_> = relative
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
         }
     }
     Ok(())
@@ -439,6 +445,9 @@ mod tests {
     #[test]
     fn a_document_without_kind_is_refused_with_its_index() {
         let err = split_documents("t", "apiVersion: v1\nmetadata:\n  name: a\n").unwrap_err();
-        assert!(matches!(err, InstallError::Document { index: 0, .. }), "{err}");
+        assert!(
+            matches!(err, InstallError::Document { index: 0, .. }),
+            "{err}"
+        );
     }
 }

@@ -141,7 +141,10 @@ impl<'a> Executor<'a> {
                 .enumerate()
                 .map(|(i, v)| (Value::from(i), v))
                 .collect(),
-            Value::Object(map) => map.into_iter().map(|(k, v)| (Value::String(k), v)).collect(),
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| (Value::String(k), v))
+                .collect(),
             other => {
                 return Err(self.error(line, format!("cannot range over a {}", kind(&other))));
             }
@@ -198,7 +201,9 @@ impl<'a> Executor<'a> {
                     .iter_mut()
                     .rev()
                     .find(|(n, _)| n == name)
-                    .ok_or_else(|| TemplateError::new(&self.name, line, format!("undefined variable ${name}")))?;
+                    .ok_or_else(|| {
+                        TemplateError::new(&self.name, line, format!("undefined variable ${name}"))
+                    })?;
                 slot.1 = value.clone();
             }
             _ => return Err(self.error(line, "only range may declare two variables")),
@@ -275,7 +280,10 @@ impl<'a> Executor<'a> {
     }
 
     fn operands(&mut self, operands: &[Operand], dot: &Value, line: usize) -> Flow<Vec<Value>> {
-        operands.iter().map(|o| self.operand(o, dot, line)).collect()
+        operands
+            .iter()
+            .map(|o| self.operand(o, dot, line))
+            .collect()
     }
 
     fn operand(&mut self, operand: &Operand, dot: &Value, line: usize) -> Flow<Value> {

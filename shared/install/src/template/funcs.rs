@@ -7,11 +7,50 @@ use serde_json::{Map, Value};
 
 /// Names of the functions templates may call ([`call`] knows most), plus those the executor handles itself.
 pub const NAMES: &[&str] = &[
-    "and", "or", "include", "not", "eq", "ne", "lt", "le", "gt", "ge", "default", "required",
-    "fail", "empty", "coalesce", "ternary", "quote", "squote", "toYaml", "toJson", "b64enc",
-    "indent", "nindent", "printf", "print", "trunc", "trimSuffix", "trimPrefix", "trim",
-    "replace", "lower", "upper", "contains", "hasPrefix", "hasSuffix", "list", "dict", "hasKey",
-    "keys", "join", "int", "toString", "len", "index",
+    "and",
+    "or",
+    "include",
+    "not",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "default",
+    "required",
+    "fail",
+    "empty",
+    "coalesce",
+    "ternary",
+    "quote",
+    "squote",
+    "toYaml",
+    "toJson",
+    "b64enc",
+    "indent",
+    "nindent",
+    "printf",
+    "print",
+    "trunc",
+    "trimSuffix",
+    "trimPrefix",
+    "trim",
+    "replace",
+    "lower",
+    "upper",
+    "contains",
+    "hasPrefix",
+    "hasSuffix",
+    "list",
+    "dict",
+    "hasKey",
+    "keys",
+    "join",
+    "int",
+    "toString",
+    "len",
+    "index",
 ];
 
 /// Calls the function `name`.
@@ -26,7 +65,9 @@ pub(super) fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
                 return Err("eq needs at least two arguments".into());
             }
             let first = &args[0];
-            Ok(Value::Bool(args[1..].iter().any(|a| values_equal(first, a))))
+            Ok(Value::Bool(
+                args[1..].iter().any(|a| values_equal(first, a)),
+            ))
         }
         "ne" => {
             let [a, b] = exact::<2>(name, args)?;
@@ -170,7 +211,7 @@ pub(super) fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
         }
         "list" => Ok(Value::Array(args)),
         "dict" => {
-            if args.len() % 2 != 0 {
+            if !args.len().is_multiple_of(2) {
                 return Err("dict needs key/value pairs".into());
             }
             let mut map = Map::new();
@@ -192,7 +233,9 @@ pub(super) fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
             let Value::Object(map) = map else {
                 return Err("keys: argument is not a map".into());
             };
-            Ok(Value::Array(map.keys().cloned().map(Value::String).collect()))
+            Ok(Value::Array(
+                map.keys().cloned().map(Value::String).collect(),
+            ))
         }
         "join" => {
             let [sep, list] = exact::<2>(name, args)?;
@@ -240,9 +283,7 @@ pub(super) fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
             }
             Ok(current)
         }
-        other => Err(format!(
-            "function {other:?} is not in the supported subset"
-        )),
+        other => Err(format!("function {other:?} is not in the supported subset")),
     }
 }
 
@@ -330,7 +371,9 @@ fn printf(format: &str, args: Vec<Value>) -> Result<String, String> {
         match verb {
             's' | 'v' => out.push_str(&display(&arg)?),
             'd' => out.push_str(&integer(&arg, "printf %d")?.to_string()),
-            'q' => out.push_str(&serde_json::to_string(&display(&arg)?).map_err(|e| e.to_string())?),
+            'q' => {
+                out.push_str(&serde_json::to_string(&display(&arg)?).map_err(|e| e.to_string())?)
+            }
             other => return Err(format!("printf: verb %{other} is not supported")),
         }
     }
@@ -348,10 +391,19 @@ mod tests {
 
     #[test]
     fn default_keeps_given_values_and_replaces_empty_ones() {
-        assert_eq!(call("default", vec![json!("d"), json!("x")]).unwrap(), json!("x"));
-        assert_eq!(call("default", vec![json!("d"), json!("")]).unwrap(), json!("d"));
+        assert_eq!(
+            call("default", vec![json!("d"), json!("x")]).unwrap(),
+            json!("x")
+        );
+        assert_eq!(
+            call("default", vec![json!("d"), json!("")]).unwrap(),
+            json!("d")
+        );
         assert_eq!(call("default", vec![json!(3), json!(0)]).unwrap(), json!(3));
-        assert_eq!(call("default", vec![json!("d"), Value::Null]).unwrap(), json!("d"));
+        assert_eq!(
+            call("default", vec![json!("d"), Value::Null]).unwrap(),
+            json!("d")
+        );
     }
 
     #[test]
@@ -368,7 +420,10 @@ mod tests {
 
     #[test]
     fn printf_formats_and_rejects_unknown_verbs() {
-        let out = call("printf", vec![json!("%s-%d:%q"), json!("a"), json!(7), json!("b")]);
+        let out = call(
+            "printf",
+            vec![json!("%s-%d:%q"), json!("a"), json!(7), json!("b")],
+        );
         assert_eq!(out.unwrap(), json!("a-7:\"b\""));
         assert!(call("printf", vec![json!("%x"), json!(1)]).is_err());
         assert!(call("printf", vec![json!("%s"), json!(1), json!(2)]).is_err());
@@ -381,12 +436,19 @@ mod tests {
             "need x"
         );
         assert!(call("required", vec![json!("m"), json!("")]).is_err());
-        assert_eq!(call("required", vec![json!("m"), json!(false)]).unwrap(), json!(false));
+        assert_eq!(
+            call("required", vec![json!("m"), json!(false)]).unwrap(),
+            json!(false)
+        );
     }
 
     #[test]
     fn unknown_functions_are_refused() {
-        assert!(call("sha256sum", vec![json!("x")]).unwrap_err().contains("subset"));
+        assert!(
+            call("sha256sum", vec![json!("x")])
+                .unwrap_err()
+                .contains("subset")
+        );
     }
 
     #[test]

@@ -49,9 +49,8 @@ pub(super) fn lex(name: &str, source: &str) -> Result<Vec<Item>, TemplateError> 
         push_text(&mut items, &rest[..open], trim_next_text, trim_left);
         line += rest[..open].matches('\n').count();
         let body_start = if trim_left { 2 } else { 0 };
-        let close = find_close(&after_open[body_start..]).ok_or_else(|| {
-            TemplateError::new(name, line, "unclosed action: no matching `}}`")
-        })?;
+        let close = find_close(&after_open[body_start..])
+            .ok_or_else(|| TemplateError::new(name, line, "unclosed action: no matching `}}`"))?;
         let body = &after_open[body_start..body_start + close];
         let (body, trim_right) = match body.strip_suffix(" -") {
             Some(b) => (b, true),
@@ -231,7 +230,7 @@ fn field_path(chars: &[char], mut i: usize) -> Result<(Vec<String>, usize), Stri
             end += 1;
         }
         if end == start {
-            if path.is_empty() && !chars.get(end).is_some_and(|c| *c == '.') {
+            if path.is_empty() && chars.get(end).is_none_or(|c| *c != '.') {
                 return Ok((path, end));
             }
             return Err("empty field name".to_owned());

@@ -66,7 +66,8 @@ pub(super) struct Parsed {
     pub(super) defines: BTreeMap<String, Vec<Node>>,
 }
 
-enum End {
+/// What ended a list of nodes.
+enum Stop {
     Eof,
     End,
     Else(Vec<Token>),
@@ -87,12 +88,12 @@ pub(super) fn parse(name: &str, items: Vec<Item>) -> Result<Parsed, TemplateErro
     };
     let (body, end, line) = parser.list()?;
     match end {
-        End::Eof => Ok(Parsed {
+        Stop::Eof => Ok(Parsed {
             body,
             defines: parser.defines,
         }),
-        End::End => Err(TemplateError::new(name, line, "unexpected {{end}}")),
-        End::Else(_) => Err(TemplateError::new(name, line, "unexpected {{else}}")),
+        Stop::End => Err(TemplateError::new(name, line, "unexpected {{end}}")),
+        Stop::Else(_) => Err(TemplateError::new(name, line, "unexpected {{else}}")),
     }
 }
 
@@ -102,7 +103,7 @@ impl Parser<'_> {
     }
 
     /// Parses nodes until `end`, `else` or the end of input.
-    fn list(&mut self) -> Result<(Vec<Node>, End, usize), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Stop, usize), TemplateError> {
         let mut nodes = Vec::new();
         let mut last_line = 0;
         while let Some(item) = self.items.next() {
@@ -120,8 +121,8 @@ impl Parser<'_> {
                 _ => "",
             };
             match keyword {
-                "end" => return Ok((nodes, End::End, line)),
-                "else" => return Ok((nodes, End::Else(tokens[1..].to_vec()), line)),
+                "end" => return Ok((nodes, Stop::End, line)),
+                "else" => return Ok((nodes, Stop::Else(tokens[1..].to_vec()), line)),
                 "if" => nodes.push(self.if_node(&tokens[1..], line)?),
                 "range" => {
                     let pipe = self.pipeline(&tokens[1..], line)?;
@@ -149,7 +150,7 @@ impl Parser<'_> {
                         _ => return Err(self.error(line, "define needs one quoted name")),
                     };
                     let (body, end, _) = self.list()?;
-                    if !matches!(end, End::End) {
+                    if !matches!(end, Stop::End) {
                         return Err(self.error(line, format!("define {name:?} has no {{{{end}}}}")));
                     }
                     self.defines.insert(name, body);
@@ -180,7 +181,7 @@ impl Parser<'_> {
                 }),
             }
         }
-        Ok((nodes, End::Eof, last_line))
+        Ok((nodes, Stop::Eof, last_line))
     }
 
     fn if_node(&mut self, condition: &[Token], line: usize) -> Result<Node, TemplateError> {
@@ -190,17 +191,17 @@ impl Parser<'_> {
             let (body, end, end_line) = self.list()?;
             branches.push((condition, body));
             match end {
-                End::End => {
+                Stop::End => {
                     return Ok(Node::If {
                         branches,
                         otherwise: Vec::new(),
                         line,
                     });
                 }
-                End::Eof => return Err(self.error(line, "if has no {{end}}")),
-                End::Else(rest) if rest.is_empty() => {
+                Stop::Eof => return Err(self.error(line, "if has no {{end}}")),
+                Stop::Else(rest) if rest.is_empty() => {
                     let (otherwise, end, _) = self.list()?;
-                    if !matches!(end, End::End) {
+                    if !matches!(end, Stop::End) {
                         return Err(self.error(end_line, "else has no {{end}}"));
                     }
                     return Ok(Node::If {
@@ -209,11 +210,13 @@ impl Parser<'_> {
                         line,
                     });
                 }
-                End::Else(rest) => match rest.split_first() {
+                Stop::Else(rest) => match rest.split_first() {
                     Some((Token::Ident(word), cond)) if word == "if" => {
                         condition = self.pipeline(cond, end_line)?;
                     }
-                    _ => return Err(self.error(end_line, "only `else` and `else if` are supported")),
+                    _ => {
+                        return Err(self.error(end_line, "only `else` and `else if` are supported"));
+                    }
                 },
             }
         }
@@ -226,17 +229,17 @@ impl Parser<'_> {
     ) -> Result<(Vec<Node>, Vec<Node>), TemplateError> {
         let (body, end, _) = self.list()?;
         match end {
-            End::End => Ok((body, Vec::new())),
-            End::Eof => Err(self.error(line, format!("{what} has no {{{{end}}}}"))),
-            End::Else(rest) if rest.is_empty() => {
+            Stop::End => Ok((body, Vec::new())),
+            Stop::Eof => Err(self.error(line, format!("{what} has no {{{{end}}}}"))),
+            Stop::Else(rest) if rest.is_empty() => {
                 let (otherwise, end, _) = self.list()?;
-                if matches!(end, End::End) {
+                if matches!(end, Stop::End) {
                     Ok((body, otherwise))
                 } else {
                     Err(self.error(line, format!("{what} … else has no {{{{end}}}}")))
                 }
             }
-            End::Else(_) => Err(self.error(line, format!("{what} supports a plain else only"))),
+            Stop::Else(_) => Err(self.error(line, format!("{what} supports a plain else only"))),
         }
     }
 
@@ -244,7 +247,9 @@ impl Parser<'_> {
     fn pipeline(&self, tokens: &[Token], line: usize) -> Result<Pipeline, TemplateError> {
         let mut pipe = Pipeline::default();
         let mut rest = tokens;
-        let declaration = rest.iter().position(|t| matches!(t, Token::Declare | Token::Assign));
+        let declaration = rest
+            .iter()
+            .position(|t| matches!(t, Token::Declare | Token::Assign));
         if let Some(at) = declaration {
             for token in &rest[..at] {
                 match token {

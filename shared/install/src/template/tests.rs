@@ -29,7 +29,10 @@ fn if_else_if_else_chooses_the_first_true_branch() {
 #[test]
 fn range_over_lists_and_maps_in_key_order() {
     let source = "{{ range $i, $v := .l }}{{ $i }}={{ $v }};{{ end }}|{{ range $k, $v := .m }}{{ $k }}={{ . }};{{ end }}|{{ range .e }}x{{ else }}empty{{ end }}";
-    let out = render(source, json!({"l": ["a", "b"], "m": {"z": 1, "a": 2}, "e": []}));
+    let out = render(
+        source,
+        json!({"l": ["a", "b"], "m": {"z": 1, "a": 2}, "e": []}),
+    );
     assert_eq!(out.unwrap(), "0=a;1=b;|a=2;z=1;|empty");
 }
 
@@ -44,7 +47,10 @@ fn with_rebinds_dot_and_falls_back_to_else() {
 fn define_include_and_nindent_compose() {
     let source = "{{- define \"labels\" -}}\napp: {{ .name }}\ntier: mesh\n{{- end -}}\nmetadata:\n  labels:\n    {{- include \"labels\" . | nindent 4 }}\n";
     let out = render(source, json!({"name": "ztunnel"})).unwrap();
-    assert_eq!(out, "metadata:\n  labels:\n    app: ztunnel\n    tier: mesh\n");
+    assert_eq!(
+        out,
+        "metadata:\n  labels:\n    app: ztunnel\n    tier: mesh\n"
+    );
 }
 
 #[test]
@@ -57,14 +63,27 @@ fn template_action_renders_a_define() {
 fn and_or_return_the_deciding_value_and_short_circuit() {
     // `.missing.deep` would fail if evaluated; `or` stops at the first true argument.
     let source = r#"{{ or .a .missing.deep }}|{{ and .z "y" }}|{{ and "x" "y" }}"#;
-    assert_eq!(render(source, json!({"a": "first", "z": 0})).unwrap(), "first|0|y");
+    assert_eq!(
+        render(source, json!({"a": "first", "z": 0})).unwrap(),
+        "first|0|y"
+    );
 }
 
 #[test]
 fn parenthesized_sub_pipelines() {
-    let out = render(r#"{{ printf "%s:%d" (.h | lower) (add1) }}"#, json!({"h": "H"}));
-    assert!(out.unwrap_err().message.contains("not in the supported subset"));
-    let out = render(r#"{{ printf "%s:%d" (.h | lower) .p }}"#, json!({"h": "H", "p": 8}));
+    let out = render(
+        r#"{{ printf "%s:%d" (.h | lower) (add1) }}"#,
+        json!({"h": "H"}),
+    );
+    assert!(
+        out.unwrap_err()
+            .message
+            .contains("not in the supported subset")
+    );
+    let out = render(
+        r#"{{ printf "%s:%d" (.h | lower) .p }}"#,
+        json!({"h": "H", "p": 8}),
+    );
     assert_eq!(out.unwrap(), "h:8");
 }
 
@@ -99,7 +118,8 @@ fn assignment_updates_an_outer_variable() {
 fn files_get_reads_chart_files() {
     let mut set = TemplateSet::new();
     set.add_file("files/a.txt", "hello {{ . }}".into());
-    set.add("t", r#"{{ .Files.Get "files/a.txt" | quote }}"#).unwrap();
+    set.add("t", r#"{{ .Files.Get "files/a.txt" | quote }}"#)
+        .unwrap();
     assert_eq!(set.render("t", &json!({})).unwrap(), r#""hello {{ . }}""#);
     set.add("u", r#"{{ .Files.Get "files/none" }}"#).unwrap();
     assert!(set.render("u", &json!({})).is_err());
@@ -108,5 +128,10 @@ fn files_get_reads_chart_files() {
 #[test]
 fn include_recursion_is_bounded() {
     let source = "{{ define \"loop\" }}{{ include \"loop\" . }}{{ end }}{{ include \"loop\" . }}";
-    assert!(render(source, json!({})).unwrap_err().message.contains("deep"));
+    assert!(
+        render(source, json!({}))
+            .unwrap_err()
+            .message
+            .contains("deep")
+    );
 }
