@@ -16,8 +16,8 @@ fn every_chart_renders_with_defaults_and_each_ci_values_file_into_strict_typed_o
         assert!(!ci.is_empty(), "{name} has no ci/*.yaml values files");
         cases.extend(ci.into_iter().map(|file| vec![file]));
         for values in cases {
-            let manifests = render(&name, &values)
-                .unwrap_or_else(|e| panic!("{name} with {values:?}: {e:#}"));
+            let manifests =
+                render(&name, &values).unwrap_or_else(|e| panic!("{name} with {values:?}: {e:#}"));
             for manifest in &manifests {
                 check_typed(manifest).unwrap_or_else(|e| panic!("{name} with {values:?}: {e:#}"));
             }

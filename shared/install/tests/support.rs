@@ -73,7 +73,12 @@ pub fn find<'a>(manifests: &'a [Manifest], kind: &str, name: &str) -> &'a Value 
         .iter()
         .filter(|m| m.kind() == kind && m.name() == name)
         .collect();
-    assert_eq!(found.len(), 1, "expected one {kind} {name}, found {}", found.len());
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {kind} {name}, found {}",
+        found.len()
+    );
     &found[0].object
 }
 
@@ -115,7 +120,14 @@ pub fn check_typed(manifest: &Manifest) -> anyhow::Result<()> {
         }
         (api_version, kind) => bail!("no typed check for {api_version} {kind}"),
     }
-    .with_context(|| format!("{} {} from {}", manifest.kind(), manifest.name(), manifest.template))
+    .with_context(|| {
+        format!(
+            "{} {} from {}",
+            manifest.kind(),
+            manifest.name(),
+            manifest.template
+        )
+    })
 }
 
 /// Where `actual` first differs from `expected`, as a JSON path; `None` if equal. Numbers
