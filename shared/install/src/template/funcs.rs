@@ -47,6 +47,8 @@ pub const NAMES: &[&str] = &[
     "hasKey",
     "keys",
     "join",
+    "concat",
+    "add",
     "int",
     "toString",
     "len",
@@ -244,6 +246,29 @@ pub(super) fn call(name: &str, args: Vec<Value>) -> Result<Value, String> {
             };
             let parts: Result<Vec<String>, String> = items.iter().map(display).collect();
             Ok(Value::String(parts?.join(&display(&sep)?)))
+        }
+        "concat" => {
+            let mut all = Vec::new();
+            for list in args {
+                match list {
+                    Value::Array(items) => all.extend(items),
+                    Value::Null => {}
+                    other => return Err(format!("concat: {} is not a list", kind(&other))),
+                }
+            }
+            Ok(Value::Array(all))
+        }
+        "add" => {
+            if args.is_empty() {
+                return Err("add needs at least one argument".into());
+            }
+            let mut sum: i64 = 0;
+            for value in &args {
+                sum = sum
+                    .checked_add(integer(value, name)?)
+                    .ok_or("add: integer overflow")?;
+            }
+            Ok(Value::from(sum))
         }
         "int" => {
             let [v] = exact::<1>(name, args)?;
