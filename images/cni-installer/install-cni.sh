@@ -164,6 +164,8 @@ uninstall_all() {
 }
 
 on_exit() {
+  # Do not leave the pending sleep behind holding our stdout and stderr.
+  [ -z "${sleep_pid:-}" ] || kill "$sleep_pid" 2>/dev/null || true
   if [ "$UNINSTALL_ON_EXIT" = true ]; then
     uninstall_all
   fi
@@ -182,7 +184,8 @@ case "${1:-run}" in
       # Another CNI may rewrite its configuration and drop our entry: put it back.
       install_chain || log "the primary CNI configuration disappeared"
       sleep "$CHECK_INTERVAL" &
-      wait $! || true
+      sleep_pid=$!
+      wait "$sleep_pid" || true
     done
     ;;
   *)
