@@ -23,14 +23,38 @@ const API_PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("", "services", &["create", "list", "patch", "watch"]),
     ("", "serviceaccounts", &["create", "list", "patch", "watch"]),
     ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
-    ("security.istio.io", "authorizationpolicies", &["list", "watch"]),
-    ("security.istio.io", "peerauthentications", &["list", "watch"]),
-    ("security.istio.io", "requestauthentications", &["list", "watch"]),
+    (
+        "security.istio.io",
+        "authorizationpolicies",
+        &["list", "watch"],
+    ),
+    (
+        "security.istio.io",
+        "peerauthentications",
+        &["list", "watch"],
+    ),
+    (
+        "security.istio.io",
+        "requestauthentications",
+        &["list", "watch"],
+    ),
     ("gateway.networking.k8s.io", "gateways", &["list", "watch"]),
-    ("gateway.networking.k8s.io", "httproutes", &["list", "watch"]),
-    ("gateway.networking.k8s.io", "grpcroutes", &["list", "watch"]),
+    (
+        "gateway.networking.k8s.io",
+        "httproutes",
+        &["list", "watch"],
+    ),
+    (
+        "gateway.networking.k8s.io",
+        "grpcroutes",
+        &["list", "watch"],
+    ),
     ("networking.istio.io", "virtualservices", &["list", "watch"]),
-    ("networking.istio.io", "destinationrules", &["list", "watch"]),
+    (
+        "networking.istio.io",
+        "destinationrules",
+        &["list", "watch"],
+    ),
     ("networking.istio.io", "serviceentries", &["list", "watch"]),
     ("apps", "deployments", &["create", "patch"]),
     ("gateway.networking.k8s.io", "gateways/status", &["patch"]),
@@ -83,8 +107,14 @@ fn the_cluster_role_grants_exactly_the_api_calls_the_controller_makes() {
     let needed = expand(API_PERMISSIONS);
     let missing: Vec<_> = needed.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&needed).collect();
-    assert!(missing.is_empty(), "the controller calls, the chart does not grant: {missing:?}");
-    assert!(extra.is_empty(), "the chart grants, the controller never calls: {extra:?}");
+    assert!(
+        missing.is_empty(),
+        "the controller calls, the chart does not grant: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "the chart grants, the controller never calls: {extra:?}"
+    );
 }
 
 #[test]
@@ -93,7 +123,11 @@ fn waypoint_autoscaling_and_pdb_add_only_their_own_grants() {
     let granted = grants(&cluster_role(values));
     let mut needed = expand(API_PERMISSIONS);
     needed.extend(expand(&[
-        ("autoscaling", "horizontalpodautoscalers", &["create", "patch"]),
+        (
+            "autoscaling",
+            "horizontalpodautoscalers",
+            &["create", "patch"],
+        ),
         ("policy", "poddisruptionbudgets", &["create", "patch"]),
     ]));
     assert_eq!(granted, needed);
@@ -122,7 +156,10 @@ fn waypoint_objects(values_yaml: &str) -> Vec<(String, Value)> {
 fn the_waypoint_template_renders_typed_objects_that_select_the_gateway_pods() {
     let objects = waypoint_objects("{}");
     let files: Vec<_> = objects.iter().map(|(f, _)| f.as_str()).collect();
-    assert_eq!(files, ["deployment.yaml", "service.yaml", "serviceaccount.yaml"]);
+    assert_eq!(
+        files,
+        ["deployment.yaml", "service.yaml", "serviceaccount.yaml"]
+    );
     let deployment: Deployment = strict(&objects[0].1).unwrap();
     let service: Service = strict(&objects[1].1).unwrap();
     let _: ServiceAccount = strict(&objects[2].1).unwrap();
@@ -133,7 +170,10 @@ fn the_waypoint_template_renders_typed_objects_that_select_the_gateway_pods() {
     for (key, value) in &selector {
         assert_eq!(pod_labels.get(key), Some(value), "service selects {key}");
     }
-    assert_eq!(selector["gateway.networking.k8s.io/gateway-name"], "waypoint");
+    assert_eq!(
+        selector["gateway.networking.k8s.io/gateway-name"],
+        "waypoint"
+    );
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.service_account_name.as_deref(), Some("waypoint"));
     let args = pod.containers[0].args.clone().unwrap();
@@ -165,7 +205,11 @@ fn controller_args(manifests: &[ambit_install::Manifest]) -> Vec<String> {
 #[test]
 fn user_cacerts_are_mounted_and_created_only_when_asked() {
     let default = render("ambit-controller", &[]).unwrap();
-    assert!(!controller_args(&default).iter().any(|a| a.starts_with("--ca-dir")));
+    assert!(
+        !controller_args(&default)
+            .iter()
+            .any(|a| a.starts_with("--ca-dir"))
+    );
     assert!(!default.iter().any(|m| m.kind() == "Secret"));
 
     let created = render_with(
@@ -184,7 +228,10 @@ fn user_cacerts_are_mounted_and_created_only_when_asked() {
         "ca: {source: cacerts, cacerts: {create: true, caCert: C, rootCert: R}}",
     );
     let message = format!("{:#}", missing_key.unwrap_err());
-    assert!(message.contains("ca.cacerts.caKey is required"), "{message}");
+    assert!(
+        message.contains("ca.cacerts.caKey is required"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -192,10 +239,16 @@ fn values_outside_the_schema_are_refused_with_their_path() {
     for (values, path) in [
         ("ca: {source: vault}", "ca.source"),
         ("replicas: -1", "replicas"),
-        ("waypoint: {image: {pullPolicy: Sometimes}}", "waypoint.image"),
+        (
+            "waypoint: {image: {pullPolicy: Sometimes}}",
+            "waypoint.image",
+        ),
         ("typoed: true", "(root)"),
     ] {
         let error = format!("{:#}", render_with("ambit-controller", values).unwrap_err());
-        assert!(error.contains("values.schema.json") && error.contains(path), "{values}: {error}");
+        assert!(
+            error.contains("values.schema.json") && error.contains(path),
+            "{values}: {error}"
+        );
     }
 }

@@ -28,8 +28,8 @@ impl Host {
     }
 
     fn command(&self, mode: &str) -> Command {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../images/cni-installer/install-cni.sh");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../images/cni-installer/install-cni.sh");
         let mut command = Command::new("sh");
         command
             .arg(script)
@@ -45,7 +45,11 @@ impl Host {
 
     fn run(&self, mode: &str) -> Output {
         let output = self.command(mode).output().unwrap();
-        assert!(output.status.success(), "{mode}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         output
     }
 
@@ -91,8 +95,14 @@ fn install_chains_the_plugin_last_once_and_uninstall_restores_the_conflist() {
     // A later file is not the primary configuration and stays untouched.
     std::fs::write(host.path("net.d/99-other.conflist"), KINDNET).unwrap();
     host.run("install");
-    assert_eq!(host.plugin_types("net.d/10-kindnet.conflist"), ["ptp", "portmap", "ambit-cni"]);
-    assert_eq!(host.plugin_types("net.d/99-other.conflist"), ["ptp", "portmap"]);
+    assert_eq!(
+        host.plugin_types("net.d/10-kindnet.conflist"),
+        ["ptp", "portmap", "ambit-cni"]
+    );
+    assert_eq!(
+        host.plugin_types("net.d/99-other.conflist"),
+        ["ptp", "portmap"]
+    );
     let entry = host.json("net.d/10-kindnet.conflist")["plugins"][2].clone();
     assert_eq!(
         entry,
@@ -125,7 +135,10 @@ fn a_single_plugin_conf_becomes_a_conflist() {
     let list = host.json("net.d/10-bridge.conflist");
     assert_eq!(list["cniVersion"], "0.4.0");
     assert_eq!(list["name"], "bridge");
-    assert_eq!(list["plugins"][0], json!({"name": "bridge", "type": "bridge", "bridge": "cni0"}));
+    assert_eq!(
+        list["plugins"][0],
+        json!({"name": "bridge", "type": "bridge", "bridge": "cni0"})
+    );
     assert_eq!(list["plugins"][1]["type"], "ambit-cni");
 }
 
@@ -136,19 +149,25 @@ fn run_waits_for_the_primary_cni_repairs_the_chain_and_cleans_up_on_term() {
     let conf = host.path("net.d/10-kindnet.conflist");
     // The primary CNI writes its configuration after the installer started.
     std::fs::write(&conf, KINDNET).unwrap();
-    let chained = || {
-        std::fs::read_to_string(&conf).is_ok_and(|text| text.contains("\"ambit-cni\""))
-    };
+    let chained =
+        || std::fs::read_to_string(&conf).is_ok_and(|text| text.contains("\"ambit-cni\""));
     eventually("the plugin to be chained", chained);
     // The primary CNI rewrites its file without our entry; the installer puts it back.
     std::fs::write(&conf, KINDNET).unwrap();
     eventually("the chain to be repaired", chained);
 
-    let killed = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = wait_with_timeout(&mut child);
     assert!(status.success(), "{status}");
-    assert_eq!(host.plugin_types("net.d/10-kindnet.conflist"), ["ptp", "portmap"]);
+    assert_eq!(
+        host.plugin_types("net.d/10-kindnet.conflist"),
+        ["ptp", "portmap"]
+    );
     assert!(!host.path("bin/ambit-cni").exists());
 }
 
@@ -167,7 +186,11 @@ fn probe_snat_rules_apply_in_a_network_namespace() {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), &rules).unwrap();
     let output = child.wait_with_output().unwrap();
     let listed = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     for expected in [
         "type nat hook postrouting priority srcnat",
         "oifname \"veth*\"",
@@ -175,7 +198,10 @@ fn probe_snat_rules_apply_in_a_network_namespace() {
         "snat ip to 169.254.7.127",
         "snat ip6 to fd16:9254:7127:1337:ffff:ffff:ffff:ffff",
     ] {
-        assert!(listed.contains(expected), "{expected} missing from:\n{listed}");
+        assert!(
+            listed.contains(expected),
+            "{expected} missing from:\n{listed}"
+        );
     }
     // Applying twice replaces the table instead of adding rules.
     let twice = format!("{0}{0}", String::from_utf8_lossy(&rules));
@@ -183,6 +209,10 @@ fn probe_snat_rules_apply_in_a_network_namespace() {
         .args(["--net", "sh", "-c", &format!("printf '%s' \"$0\" | nft -f - && nft list table inet ambit_node | grep -c 'snat ip to'"), &twice])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "4");
 }

@@ -17,21 +17,36 @@ fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
 }
 
 fn added_capabilities(container: &Container) -> Vec<String> {
-    let caps = container.security_context.as_ref().unwrap().capabilities.as_ref().unwrap();
+    let caps = container
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap();
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
     caps.add.clone().unwrap_or_default()
 }
 
 fn env<'a>(container: &'a Container, name: &str) -> &'a str {
     let vars = container.env.as_deref().unwrap();
-    vars.iter().find(|v| v.name == name).unwrap().value.as_deref().unwrap()
+    vars.iter()
+        .find(|v| v.name == name)
+        .unwrap()
+        .value
+        .as_deref()
+        .unwrap()
 }
 
 #[test]
 fn ztunnel_gets_only_what_in_pod_mode_needs() {
     let manifests = render("ambit-ztunnel", &[]).unwrap();
     let ztunnel = pod(&manifests, "ztunnel");
-    assert_ne!(ztunnel.host_network, Some(true), "ztunnel runs in the pod network");
+    assert_ne!(
+        ztunnel.host_network,
+        Some(true),
+        "ztunnel runs in the pod network"
+    );
     assert_eq!(ztunnel.automount_service_account_token, Some(false));
     let proxy = container(&ztunnel, "ztunnel");
     assert_eq!(added_capabilities(proxy), ["NET_ADMIN", "SYS_ADMIN"]);
@@ -41,13 +56,28 @@ fn ztunnel_gets_only_what_in_pod_mode_needs() {
     assert_eq!(security.read_only_root_filesystem, Some(true));
     // Pod namespaces created after ztunnel started must become visible to it.
     let mounts = proxy.volume_mounts.as_deref().unwrap();
-    let netns = mounts.iter().find(|m| m.mount_path == "/var/run/netns").unwrap();
+    let netns = mounts
+        .iter()
+        .find(|m| m.mount_path == "/var/run/netns")
+        .unwrap();
     assert_eq!(netns.mount_propagation.as_deref(), Some("HostToContainer"));
-    let probe = proxy.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let probe = proxy
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(probe.path.as_deref(), Some("/healthz/ready"));
     // The drain period fits in the grace period.
     assert_eq!(ztunnel.termination_grace_period_seconds, Some(30));
-    assert!(proxy.args.as_ref().unwrap().contains(&"--drain-seconds=20".to_owned()));
+    assert!(
+        proxy
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--drain-seconds=20".to_owned())
+    );
 }
 
 #[test]
@@ -59,17 +89,23 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
     assert_eq!(added_capabilities(installer), ["NET_ADMIN"]);
     assert_eq!(env(installer, "AGENT_SOCKET"), "/var/run/ambit/cni.sock");
     // The mesh's own namespace is never captured, whatever the values list.
-    assert_eq!(env(installer, "EXCLUDE_NAMESPACES"), "ambit-system,kube-system");
+    assert_eq!(
+        env(installer, "EXCLUDE_NAMESPACES"),
+        "ambit-system,kube-system"
+    );
     assert_eq!(env(installer, "POD_INTERFACES"), "veth*,cali*,lxc*,cni*");
     assert_eq!(env(installer, "PROBE_SOURCE_V4"), "169.254.7.127");
     let agent_args = container(&node, "node-agent").args.clone().unwrap();
     assert!(agent_args.contains(&"--listen=/var/run/ambit/cni.sock".to_owned()));
     assert!(agent_args.contains(&"--ztunnel-socket=/var/run/ambit/ztunnel.sock".to_owned()));
-    let ztunnel_args = container(&pod(&manifests, "ztunnel"), "ztunnel").args.clone().unwrap();
+    let ztunnel_args = container(&pod(&manifests, "ztunnel"), "ztunnel")
+        .args
+        .clone()
+        .unwrap();
     assert!(ztunnel_args.contains(&"--node-agent-socket=/var/run/ambit/ztunnel.sock".to_owned()));
-    assert!(ztunnel_args.contains(
-        &"--controller=ambit-controller.ambit-system.svc:15012".to_owned()
-    ));
+    assert!(
+        ztunnel_args.contains(&"--controller=ambit-controller.ambit-system.svc:15012".to_owned())
+    );
 }
 
 #[test]
@@ -98,7 +134,11 @@ fn custom_cni_folders_are_the_host_paths_mounted() {
         .collect();
     assert_eq!(
         host_paths,
-        [("cni-bin", "/host-bin"), ("cni-net", "/host-net"), ("sockets", "/run/a")]
+        [
+            ("cni-bin", "/host-bin"),
+            ("cni-net", "/host-net"),
+            ("sockets", "/run/a")
+        ]
     );
     let installer = container(&node, "install-cni");
     assert_eq!(env(installer, "AGENT_SOCKET"), "/run/a/cni.sock");

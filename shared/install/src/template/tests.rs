@@ -139,7 +139,10 @@ fn include_recursion_is_bounded() {
 #[test]
 fn add_sums_integers_and_concat_joins_lists() {
     let source = r#"{{ add 1 .n 3 }}|{{ join "," (concat (list "a") .l) }}"#;
-    assert_eq!(render(source, json!({"n": 2, "l": ["b", "c"]})).unwrap(), "6|a,b,c");
+    assert_eq!(
+        render(source, json!({"n": 2, "l": ["b", "c"]})).unwrap(),
+        "6|a,b,c"
+    );
     assert!(render(r#"{{ add 1 "x" }}"#, json!({})).is_err());
     assert!(render(r#"{{ concat (list 1) 2 }}"#, json!({})).is_err());
 }
