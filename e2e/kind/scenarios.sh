@@ -40,8 +40,8 @@ check() {
 
 # Retries a check while config propagates (policies and routes are eventually consistent).
 eventually() {
-  local attempt
-  for attempt in $(seq 1 30); do
+  local _
+  for _ in $(seq 1 30); do
     if "$@"; then return 0; fi
     sleep 2
   done

@@ -1,6 +1,8 @@
 //! The ambit-controller chart: RBAC is exactly the controller's API calls, the waypoint
 //! template renders into valid objects, and the CA options mount what the controller reads.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! ambit-base's CRDs: structural schemas (as the API server requires), and sample objects of
 //! each kind validated against them: valid ones pass with nothing pruned, invalid ones fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

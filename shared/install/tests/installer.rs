@@ -1,6 +1,8 @@
 //! images/cni-installer/install-cni.sh, run for real against temporary CNI folders (jq needed)
 //! and its nftables rules applied in a fresh network namespace (root and nft needed).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
@@ -205,8 +207,10 @@ fn probe_snat_rules_apply_in_a_network_namespace() {
     }
     // Applying twice replaces the table instead of adding rules.
     let twice = format!("{0}{0}", String::from_utf8_lossy(&rules));
+    let count =
+        "printf '%s' \"$0\" | nft -f - && nft list table inet ambit_node | grep -c 'snat ip to'";
     let output = Command::new("unshare")
-        .args(["--net", "sh", "-c", &format!("printf '%s' \"$0\" | nft -f - && nft list table inet ambit_node | grep -c 'snat ip to'"), &twice])
+        .args(["--net", "sh", "-c", count, &twice])
         .output()
         .unwrap();
     assert!(

@@ -1,6 +1,8 @@
 //! Every chart renders with its defaults and with each `ci/*.yaml` values file, and every
 //! object it renders parses strictly into its k8s-openapi type.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use support::{chart_dirs, check_typed, ci_values, render};

@@ -1,6 +1,8 @@
 //! The shell scripts (kind e2e, CNI installer) parse, pass shellcheck where it is installed,
 //! and the kind samples are valid objects.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Shared by the chart tests: where the charts are, rendering every chart for every values
 //! file, and strict parsing of rendered objects into their k8s-openapi types.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! The ambit-ztunnel chart: least privilege for ztunnel, and the node installer configured as
 //! the values say.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
