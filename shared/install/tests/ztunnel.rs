@@ -154,6 +154,7 @@ fn invalid_values_are_refused() {
         "probeSnat: {podInterfaces: []}",
         "updateStrategy: {maxUnavailable: 0}",
         "controller: {address: 'no port'}",
+        "probeSnat: {sourceV4: not-an-ip}",
     ] {
         let error = format!("{:#}", render_with("ambit-ztunnel", values).unwrap_err());
         assert!(error.contains("values.schema.json"), "{values}: {error}");
