@@ -5,6 +5,7 @@
 
 mod support;
 
+use ambit_install::to_yaml_stream;
 use support::{chart_dirs, check_typed, ci_values, render};
 
 #[test]
@@ -23,6 +24,23 @@ fn every_chart_renders_with_defaults_and_each_ci_values_file_into_strict_typed_o
             for manifest in &manifests {
                 check_typed(manifest).unwrap_or_else(|e| panic!("{name} with {values:?}: {e:#}"));
             }
+        }
+    }
+}
+
+#[test]
+fn every_ci_values_file_changes_what_its_chart_renders() {
+    for chart in chart_dirs() {
+        let name = chart.file_name().unwrap().to_string_lossy().into_owned();
+        let default = to_yaml_stream(&render(&name, &[]).unwrap()).unwrap();
+        for file in ci_values(&chart) {
+            let with_file = to_yaml_stream(&render(&name, std::slice::from_ref(&file)).unwrap());
+            assert_ne!(
+                default,
+                with_file.unwrap(),
+                "{} changes nothing",
+                file.display()
+            );
         }
     }
 }
