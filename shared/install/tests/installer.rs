@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
+use ambit_cni::plugin::{self, AgentError, AgentTarget, CniEnv, NodeAgent};
+use ambit_cni::protocol::{AgentRequest, Reply};
 use serde_json::{Value, json};
 
 const KINDNET: &str = r#"{"cniVersion":"0.3.1","name":"kindnet","plugins":[{"type":"ptp","ipMasq":false},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
@@ -125,6 +127,86 @@ fn install_chains_the_plugin_last_once_and_uninstall_restores_the_conflist() {
     let original: Value = serde_json::from_str(KINDNET).unwrap();
     assert_eq!(host.json("net.d/10-kindnet.conflist"), original);
     assert!(!binary.exists());
+}
+
+/// A node agent that records the sockets it was asked through and enrolls every pod.
+#[derive(Default)]
+struct RecordingAgent {
+    targets: Vec<AgentTarget>,
+}
+
+impl NodeAgent for RecordingAgent {
+    fn call(&mut self, target: &AgentTarget, _: &AgentRequest) -> Result<Reply, AgentError> {
+        self.targets.push(target.clone());
+        Ok(Reply::Ack {
+            enrolled: Some(true),
+        })
+    }
+
+    fn ping(&mut self, target: &AgentTarget) -> Result<(), AgentError> {
+        self.targets.push(target.clone());
+        Ok(())
+    }
+}
+
+/// Runs the real plugin for ADD of a pod in `namespace` with the chain entry as the runtime
+/// would pass it (the list's name and version, the previous plugin's result).
+fn plugin_add(
+    conflist: &Value,
+    namespace: &str,
+    agent: &mut RecordingAgent,
+) -> plugin::PluginOutput {
+    let mut conf = conflist["plugins"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    conf["cniVersion"] = conflist["cniVersion"].clone();
+    conf["name"] = conflist["name"].clone();
+    conf["prevResult"] = json!({
+        "cniVersion": conflist["cniVersion"],
+        "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/cni-1"}],
+        "ips": [{"address": "10.244.1.5/24", "interface": 0}],
+    });
+    let args = format!("K8S_POD_NAMESPACE={namespace};K8S_POD_NAME=web-0");
+    let env = CniEnv::from_vars([
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "9c0e8d7f6a5b"),
+        ("CNI_NETNS", "/var/run/netns/cni-1"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        ("CNI_ARGS", args.as_str()),
+    ]);
+    plugin::run(&env, conf.to_string().as_bytes(), agent)
+}
+
+#[test]
+fn the_real_plugin_accepts_the_chain_entry_and_reports_to_the_agent_socket() {
+    let host = Host::new();
+    std::fs::write(host.path("net.d/10-kindnet.conflist"), KINDNET).unwrap();
+    host.run("install");
+    let conflist = host.json("net.d/10-kindnet.conflist");
+
+    let mut agent = RecordingAgent::default();
+    let output = plugin_add(&conflist, "shop", &mut agent);
+    assert_eq!(
+        output.exit_code,
+        0,
+        "{:?} {}",
+        output.diagnostics,
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let target = agent.targets.last().expect("the agent was asked");
+    assert_eq!(target.socket, Path::new("/var/run/ambit/cni.sock"));
+    assert_eq!(target.client.connect_timeout, Duration::from_millis(2000));
+    assert_eq!(target.client.call_timeout, Duration::from_millis(10000));
+
+    // The mesh's own namespace is excluded: the agent is not asked.
+    let mut agent = RecordingAgent::default();
+    let output = plugin_add(&conflist, "ambit-system", &mut agent);
+    assert_eq!(output.exit_code, 0, "{:?}", output.diagnostics);
+    assert!(agent.targets.is_empty());
 }
 
 #[test]
