@@ -1,0 +1,223 @@
+//! ambit-base's CRDs: structural schemas (as the API server requires), and sample objects of
+//! each kind validated against them: valid ones pass with nothing pruned, invalid ones fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use ambit_install::Manifest;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::{Value, json};
+use support::{render, strict};
+
+/// The CRDs by `group/kind`.
+fn crds() -> BTreeMap<String, CustomResourceDefinition> {
+    let manifests: Vec<Manifest> = render("ambit-base", &[]).unwrap();
+    manifests
+        .iter()
+        .map(|m| {
+            let crd: CustomResourceDefinition = strict(&m.object).unwrap();
+            (format!("{}/{}", crd.spec.group, crd.spec.names.kind), crd)
+        })
+        .collect()
+}
+
+/// Checks the rules of a structural schema that matter for what we write: every node has a
+/// type (or preserves unknown fields), and every object says what its fields are.
+fn assert_structural(schema: &Value, path: &str) {
+    let preserve = schema["x-kubernetes-preserve-unknown-fields"] == json!(true);
+    let Some(kind) = schema["type"].as_str() else {
+        panic!("{path} has no type");
+    };
+    match kind {
+        "object" => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            assert!(
+                properties.is_some() || additional.is_some() || preserve,
+                "{path}: an object without properties, additionalProperties or preserve-unknown-fields"
+            );
+            assert!(
+                !(properties.is_some() && additional.is_some()),
+                "{path}: both properties and additionalProperties"
+            );
+            for (name, child) in properties.into_iter().flatten() {
+                assert_structural(child, &format!("{path}.{name}"));
+            }
+            if let Some(child) = additional.filter(|a| a.is_object()) {
+                assert_structural(child, &format!("{path}.*"));
+            }
+        }
+        "array" => assert_structural(&schema["items"], &format!("{path}[]")),
+        "string" | "integer" | "number" | "boolean" => {}
+        other => panic!("{path}: type {other}"),
+    }
+}
+
+/// The version's schema as a JSON Schema that refuses what the API server would prune.
+fn strict_schema(schema: &Value) -> Value {
+    let mut schema = schema.clone();
+    close_objects(&mut schema);
+    schema
+}
+
+fn close_objects(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    if map.contains_key("properties") && !map.contains_key("additionalProperties") && !preserve {
+        map.insert("additionalProperties".to_owned(), json!(false));
+    }
+    for key in ["properties"] {
+        if let Some(Value::Object(children)) = map.get_mut(key) {
+            children.values_mut().for_each(close_objects);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = map.get_mut(key) {
+            close_objects(child);
+        }
+    }
+}
+
+fn schema_of(crds: &BTreeMap<String, CustomResourceDefinition>, object: &Value) -> Value {
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.split_once('/').unwrap();
+    let kind = object["kind"].as_str().unwrap();
+    let crd = &crds[&format!("{group}/{kind}")];
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == version)
+        .unwrap();
+    let schema = version
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    strict_schema(&serde_json::to_value(schema).unwrap())
+}
+
+fn violations(crds: &BTreeMap<String, CustomResourceDefinition>, object: &Value) -> Vec<String> {
+    let schema = schema_of(crds, object);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    // metadata is the API server's business, not the schema's.
+    let mut object = object.clone();
+    object.as_object_mut().unwrap().remove("metadata");
+    object.as_object_mut().unwrap().remove("apiVersion");
+    object.as_object_mut().unwrap().remove("kind");
+    validator
+        .iter_errors(&object)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
+}
+
+#[test]
+fn every_crd_schema_is_structural_and_v1_is_the_storage_version() {
+    let crds = crds();
+    assert_eq!(
+        crds.keys().collect::<Vec<_>>(),
+        [
+            "networking.istio.io/DestinationRule",
+            "networking.istio.io/ServiceEntry",
+            "networking.istio.io/VirtualService",
+            "security.istio.io/AuthorizationPolicy",
+            "security.istio.io/PeerAuthentication",
+            "security.istio.io/RequestAuthentication",
+        ]
+    );
+    for (name, crd) in &crds {
+        let storage: Vec<_> = crd
+            .spec
+            .versions
+            .iter()
+            .filter(|v| v.storage)
+            .map(|v| &v.name)
+            .collect();
+        assert_eq!(storage, ["v1"], "{name}");
+        for version in &crd.spec.versions {
+            let schema = version
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap();
+            assert_structural(
+                &serde_json::to_value(schema).unwrap(),
+                &format!("{name}@{}", version.name),
+            );
+        }
+    }
+}
+
+#[test]
+fn sample_objects_of_every_kind_validate_with_nothing_pruned() {
+    let crds = crds();
+    let text = include_str!("fixtures/istio-objects.yaml");
+    let mut kinds = std::collections::BTreeSet::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let object: Value = serde::Deserialize::deserialize(document).unwrap();
+        let found = violations(&crds, &object);
+        assert!(
+            found.is_empty(),
+            "{}/{}: {found:?}",
+            object["kind"],
+            object["metadata"]["name"]
+        );
+        kinds.insert(object["kind"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(kinds.len(), 6, "{kinds:?}");
+}
+
+#[test]
+fn invalid_objects_are_refused_at_the_offending_field() {
+    let crds = crds();
+    for (yaml, path) in [
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nspec: {action: PERMIT}",
+            "/spec/action",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nspec: {mtls: {mode: strict}}",
+            "/spec/mtls/mode",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nspec: {rules: [{from: [{source: {principal: [a]}}]}]}",
+            "/spec/rules/0/from/0/source",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: {http: [{route: [{weight: 10}]}]}",
+            "/spec/http/0/route/0",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nspec: {http: [{match: [{uri: {exact: /a, prefix: /b}}]}]}",
+            "/spec/http/0/match/0/uri",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nspec: {trafficPolicy: {loadBalancer: {simple: FASTEST}}}",
+            "/spec",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nspec: {hosts: [a.example.com], ports: [{number: 70000, name: x}]}",
+            "/spec/ports/0/number",
+        ),
+        (
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nspec: {jwtRules: [{audiences: [x]}]}",
+            "/spec/jwtRules/0",
+        ),
+    ] {
+        let object: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let found = violations(&crds, &object);
+        assert!(
+            found.iter().any(|v| v.starts_with(path)),
+            "{yaml}\nexpected a violation at {path}: {found:?}"
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! The ambit-ztunnel chart: least privilege for ztunnel, and the node installer configured as
+//! the values say.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use support::{find, render, render_with, strict};
+
+fn pod(manifests: &[ambit_install::Manifest], name: &str) -> PodSpec {
+    let daemon_set: DaemonSet = strict(find(manifests, "DaemonSet", name)).unwrap();
+    daemon_set.spec.unwrap().template.spec.unwrap()
+}
+
+fn container<'a>(pod: &'a PodSpec, name: &str) -> &'a Container {
+    pod.containers.iter().find(|c| c.name == name).unwrap()
+}
+
+fn added_capabilities(container: &Container) -> Vec<String> {
+    let caps = container
+        .security_context
+        .as_ref()
+        .unwrap()
+        .capabilities
+        .as_ref()
+        .unwrap();
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+    caps.add.clone().unwrap_or_default()
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> &'a str {
+    let vars = container.env.as_deref().unwrap();
+    vars.iter()
+        .find(|v| v.name == name)
+        .unwrap()
+        .value
+        .as_deref()
+        .unwrap()
+}
+
+#[test]
+fn ztunnel_gets_only_what_in_pod_mode_needs() {
+    let manifests = render("ambit-ztunnel", &[]).unwrap();
+    let ztunnel = pod(&manifests, "ztunnel");
+    assert_ne!(
+        ztunnel.host_network,
+        Some(true),
+        "ztunnel runs in the pod network"
+    );
+    assert_eq!(ztunnel.automount_service_account_token, Some(false));
+    let proxy = container(&ztunnel, "ztunnel");
+    assert_eq!(added_capabilities(proxy), ["NET_ADMIN", "SYS_ADMIN"]);
+    let security = proxy.security_context.as_ref().unwrap();
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    // Pod namespaces created after ztunnel started must become visible to it.
+    let mounts = proxy.volume_mounts.as_deref().unwrap();
+    let netns = mounts
+        .iter()
+        .find(|m| m.mount_path == "/var/run/netns")
+        .unwrap();
+    assert_eq!(netns.mount_propagation.as_deref(), Some("HostToContainer"));
+    let probe = proxy
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(probe.path.as_deref(), Some("/healthz/ready"));
+    // The drain period fits in the grace period.
+    assert_eq!(ztunnel.termination_grace_period_seconds, Some(30));
+    assert!(
+        proxy
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--drain-seconds=20".to_owned())
+    );
+}
+
+#[test]
+fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
+    let manifests = render("ambit-ztunnel", &[]).unwrap();
+    let node = pod(&manifests, "ambit-node");
+    assert_eq!(node.host_network, Some(true));
+    let installer = container(&node, "install-cni");
+    assert_eq!(added_capabilities(installer), ["NET_ADMIN"]);
+    assert_eq!(env(installer, "AGENT_SOCKET"), "/var/run/ambit/cni.sock");
+    // The mesh's own namespace is never captured, whatever the values list.
+    assert_eq!(
+        env(installer, "EXCLUDE_NAMESPACES"),
+        "ambit-system,kube-system"
+    );
+    assert_eq!(env(installer, "POD_INTERFACES"), "veth*,cali*,lxc*,cni*");
+    assert_eq!(env(installer, "PROBE_SOURCE_V4"), "169.254.7.127");
+    let agent_args = container(&node, "node-agent").args.clone().unwrap();
+    assert!(agent_args.contains(&"--listen=/var/run/ambit/cni.sock".to_owned()));
+    assert!(agent_args.contains(&"--ztunnel-socket=/var/run/ambit/ztunnel.sock".to_owned()));
+    let ztunnel_args = container(&pod(&manifests, "ztunnel"), "ztunnel")
+        .args
+        .clone()
+        .unwrap();
+    assert!(ztunnel_args.contains(&"--node-agent-socket=/var/run/ambit/ztunnel.sock".to_owned()));
+    assert!(
+        ztunnel_args.contains(&"--controller=ambit-controller.ambit-system.svc:15012".to_owned())
+    );
+}
+
+#[test]
+fn without_probe_snat_the_installer_has_no_capability() {
+    let manifests = render_with("ambit-ztunnel", "probeSnat: {enabled: false}").unwrap();
+    let node = pod(&manifests, "ambit-node");
+    let installer = container(&node, "install-cni");
+    assert!(added_capabilities(installer).is_empty());
+    assert_eq!(env(installer, "PROBE_SNAT"), "false");
+}
+
+#[test]
+fn custom_cni_folders_are_the_host_paths_mounted() {
+    let manifests = render_with(
+        "ambit-ztunnel",
+        "cni: {binDir: /host-bin, netDir: /host-net}\nnodeAgent: {socketDir: /run/a}",
+    )
+    .unwrap();
+    let node = pod(&manifests, "ambit-node");
+    let host_paths: Vec<_> = node
+        .volumes
+        .as_deref()
+        .unwrap()
+        .iter()
+        .map(|v| (v.name.as_str(), v.host_path.as_ref().unwrap().path.as_str()))
+        .collect();
+    assert_eq!(
+        host_paths,
+        [
+            ("cni-bin", "/host-bin"),
+            ("cni-net", "/host-net"),
+            ("sockets", "/run/a")
+        ]
+    );
+    let installer = container(&node, "install-cni");
+    assert_eq!(env(installer, "AGENT_SOCKET"), "/run/a/cni.sock");
+}
+
+#[test]
+fn invalid_values_are_refused() {
+    for values in [
+        "cni: {binDir: relative/bin}",
+        "cni: {excludeNamespaces: [Not_A_Namespace]}",
+        "probeSnat: {podInterfaces: []}",
+        "updateStrategy: {maxUnavailable: 0}",
+        "controller: {address: 'no port'}",
+        "probeSnat: {sourceV4: not-an-ip}",
+    ] {
+        let error = format!("{:#}", render_with("ambit-ztunnel", values).unwrap_err());
+        assert!(error.contains("values.schema.json"), "{values}: {error}");
+    }
+}
