@@ -5,7 +5,8 @@
 //! | `ambit check` | done: pre-flight checks for local mode |
 //! | `ambit ztunnel-config …` | done: reads a ztunnel's admin port (`--admin`) |
 //! | `ambit local …` | done: a daemon holding the local mesh (`ambit-localmesh`), verbs over its socket |
-//! | `ambit demo`, `ambit waypoint …`, `ambit install` | declared with their flags; they exit 2 with "not implemented yet" |
+//! | `ambit demo` | done: the sample app through every step, in-process local mesh, a report |
+//! | `ambit waypoint …`, `ambit install` | declared with their flags; they exit 2 with "not implemented yet" |
 //!
 //! Exit codes: 0 success, 1 failure (a check failed, a proxy could not be read), 2 usage
 //! error or a verb that is not implemented yet.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod args;
 pub mod check;
+pub mod demo;
 pub mod local;
 pub mod table;
 pub mod ztunnel_config;

@@ -39,7 +39,15 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Demo(_) => "demo",
+        Command::Demo(args) => {
+            return match ambit_cli::demo::run(args.keep) {
+                Ok(code) => ExitCode::from(code),
+                Err(error) => {
+                    eprintln!("ambit: {error:#}");
+                    ExitCode::from(FAILURE)
+                }
+            };
+        }
         Command::Waypoint(command) => match command {
             WaypointCommand::Apply { .. } => "waypoint apply",
             WaypointCommand::Delete { .. } => "waypoint delete",

@@ -75,8 +75,7 @@ fn check_fails_on_a_busy_port() {
 #[test]
 fn unbuilt_verbs_exit_2_and_say_so() {
     for args in [
-        &["demo"][..],
-        &["waypoint", "apply", "-n", "bookinfo"],
+        &["waypoint", "apply", "-n", "bookinfo"][..],
         &["waypoint", "list"],
         &["install", "--dry-run", "-f", "values.yaml"],
     ] {
