@@ -6,7 +6,8 @@
 //! | `ambit ztunnel-config …` | done: reads a ztunnel's admin port (`--admin`) |
 //! | `ambit local …` | done: a daemon holding the local mesh (`ambit-localmesh`), verbs over its socket |
 //! | `ambit demo` | done: the sample app through every step, in-process local mesh, a report |
-//! | `ambit waypoint …`, `ambit install` | declared with their flags; they exit 2 with "not implemented yet" |
+//! | `ambit waypoint …` | local mode (the Gateway sent to the local mesh daemon); clusters: not yet |
+//! | `ambit install` | declared with its flags; exits 2 with "not implemented yet" |
 //!
 //! Exit codes: 0 success, 1 failure (a check failed, a proxy could not be read), 2 usage
 //! error or a verb that is not implemented yet.
@@ -18,6 +19,7 @@ pub mod check;
 pub mod demo;
 pub mod local;
 pub mod table;
+pub mod waypoint;
 pub mod ztunnel_config;
 
 /// A verb that is declared but not built yet.

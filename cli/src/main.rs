@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use ambit_cli::NotImplemented;
-use ambit_cli::args::{Cli, Command, WaypointCommand};
+use ambit_cli::args::{Cli, Command};
 use ambit_cli::check::{self, CheckOptions};
 use ambit_cli::ztunnel_config;
 use clap::Parser;
@@ -30,33 +30,24 @@ fn main() -> ExitCode {
             };
         }
         Command::ZtunnelConfig(args) => return ztunnel_config(args),
-        Command::Local(command) => {
-            return match ambit_cli::local::run(command) {
-                Ok(code) => ExitCode::from(code),
-                Err(error) => {
-                    eprintln!("ambit: {error:#}");
-                    ExitCode::from(FAILURE)
-                }
-            };
-        }
-        Command::Demo(args) => {
-            return match ambit_cli::demo::run(args.keep) {
-                Ok(code) => ExitCode::from(code),
-                Err(error) => {
-                    eprintln!("ambit: {error:#}");
-                    ExitCode::from(FAILURE)
-                }
-            };
-        }
-        Command::Waypoint(command) => match command {
-            WaypointCommand::Apply { .. } => "waypoint apply",
-            WaypointCommand::Delete { .. } => "waypoint delete",
-            WaypointCommand::List { .. } => "waypoint list",
-        },
+        Command::Local(command) => return exit_code(ambit_cli::local::run(command)),
+        Command::Demo(args) => return exit_code(ambit_cli::demo::run(args.keep)),
+        Command::Waypoint(command) => return exit_code(ambit_cli::waypoint::run(command)),
         Command::Install(_) => "install",
     };
     eprintln!("ambit: {}", NotImplemented { verb });
     ExitCode::from(NOT_IMPLEMENTED)
+}
+
+/// A verb's outcome as the process exit code; errors are printed with their causes.
+fn exit_code(outcome: anyhow::Result<u8>) -> ExitCode {
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("ambit: {error:#}");
+            ExitCode::from(FAILURE)
+        }
+    }
 }
 
 fn ztunnel_config(args: ambit_cli::args::ZtunnelConfigArgs) -> ExitCode {
