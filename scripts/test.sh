@@ -12,4 +12,8 @@ fi
 # The fuzz targets are built (not run) so they never rot; a short run is `scripts/fuzz.sh`.
 ./scripts/fuzz.sh build
 
+# Every binary first: the end-to-end tests (e2e/, cli/) start the controller, ztunnels,
+# waypoints and sample apps from the build directory.
+cargo build --workspace --bins --locked
+
 cargo nextest run --workspace --locked --profile ci
