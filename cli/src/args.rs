@@ -214,9 +214,15 @@ pub struct InstallArgs {
     /// Print the manifests instead of applying them.
     #[arg(long)]
     pub dry_run: bool,
-    /// Helm-style values file.
+    /// Values file: each chart's values under its name (`ambit-controller: {...}`).
     #[arg(short = 'f', long = "values")]
     pub values: Option<PathBuf>,
+    /// The charts directory (the repository's `charts/`).
+    #[arg(long, default_value = "charts")]
+    pub charts: PathBuf,
+    /// Namespace to install into.
+    #[arg(short = 'n', long, default_value = "ambit-system")]
+    pub namespace: String,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -7,7 +7,7 @@
 //! | `ambit local …` | done: a daemon holding the local mesh (`ambit-localmesh`), verbs over its socket |
 //! | `ambit demo` | done: the sample app through every step, in-process local mesh, a report |
 //! | `ambit waypoint …` | local mode (the Gateway sent to the local mesh daemon); clusters: not yet |
-//! | `ambit install` | declared with its flags; exits 2 with "not implemented yet" |
+//! | `ambit install --dry-run` | done: the charts rendered by `ambit-install`; applying to a cluster is not built (exit 2) |
 //!
 //! Exit codes: 0 success, 1 failure (a check failed, a proxy could not be read), 2 usage
 //! error or a verb that is not implemented yet.
@@ -17,6 +17,7 @@ pub mod admin;
 pub mod args;
 pub mod check;
 pub mod demo;
+pub mod install;
 pub mod local;
 pub mod table;
 pub mod waypoint;

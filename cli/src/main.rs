@@ -33,7 +33,16 @@ fn main() -> ExitCode {
         Command::Local(command) => return exit_code(ambit_cli::local::run(command)),
         Command::Demo(args) => return exit_code(ambit_cli::demo::run(args.keep)),
         Command::Waypoint(command) => return exit_code(ambit_cli::waypoint::run(command)),
-        Command::Install(_) => "install",
+        Command::Install(args) if args.dry_run => {
+            return exit_code(
+                ambit_cli::install::render(&args.charts, args.values.as_deref(), &args.namespace)
+                    .map(|manifests| {
+                        print!("{manifests}");
+                        0
+                    }),
+            );
+        }
+        Command::Install(_) => "install (without --dry-run)",
     };
     eprintln!("ambit: {}", NotImplemented { verb });
     ExitCode::from(NOT_IMPLEMENTED)

@@ -74,7 +74,7 @@ fn check_fails_on_a_busy_port() {
 
 #[test]
 fn unbuilt_verbs_exit_2_and_say_so() {
-    let args = ["install", "--dry-run", "-f", "values.yaml"];
+    let args = ["install", "-f", "values.yaml"];
     let (code, stdout, stderr) = ambit(&args);
     assert_eq!(code, 2, "{args:?}");
     assert!(stdout.is_empty(), "{args:?} printed {stdout}");
