@@ -2,7 +2,7 @@
 //! a curl pod in a two-node local mesh, the `load` client run inside the curl pod, names
 //! resolved by ztunnel's DNS proxy. An L7 policy without a waypoint fails safe (denies); a
 //! waypoint deployed on demand by applying a Gateway; a header route to v2; a 90/10 split; an
-//! L7 deny by path through the waypoint.
+//! L7 deny by path through the waypoint; retries masking 50 % failures; a route timeout → 504.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,6 +13,7 @@ use anyhow::{Context, Result, ensure};
 
 const REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080";
 const RATINGS: &str = "http://ratings.bookinfo.svc.cluster.local:9080";
+const FLAKY: &str = "http://flaky.bookinfo.svc.cluster.local:9080";
 
 /// What `load get --json` reports.
 #[derive(Debug, Default)]
@@ -92,6 +93,7 @@ async fn waypoint_on_demand_routes_splits_and_denies() -> Result<()> {
             "00-namespaces.yaml",
             "10-bookinfo.yaml",
             "11-curl.yaml",
+            "14-flaky.yaml",
             "20-enable-ambient.yaml",
         ] {
             apply(&mesh, name).await?;
@@ -173,6 +175,47 @@ spec:
         ensure!(
             all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5),
             "other paths are still served"
+        );
+
+        // Retries hide a backend failing half of the requests.
+        let before = load(&mesh, FLAKY, 100, &[]).await?;
+        let failed_before = 100 - before.statuses.get("200").copied().unwrap_or(0);
+        ensure!(failed_before >= 25, "flaky fails about half: {before:?}");
+        apply(&mesh, "60-route-flaky-retry.yaml").await?;
+        eventually("retries apply", || async {
+            Ok(all(&load(&mesh, FLAKY, 20, &[]).await?, "200", 20))
+        })
+        .await?;
+        let after = load(&mesh, FLAKY, 100, &[]).await?;
+        ensure!(
+            after.statuses.get("200").copied().unwrap_or(0) >= 97,
+            "retries mask the failures: {after:?}"
+        );
+
+        // A route timeout: a backend slower than it gets 504 from the waypoint.
+        let timeout_route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - backendRefs: [{name: reviews-v1, port: 9080}]
+    timeouts: {request: 200ms}
+"#;
+        let report = mesh.apply("timeout.yaml", timeout_route).await;
+        ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        eventually("a slow answer times out with 504", || async {
+            Ok(all(
+                &load(&mesh, &format!("{REVIEWS}/?delay=1s"), 2, &[]).await?,
+                "504",
+                2,
+            ))
+        })
+        .await?;
+        ensure!(
+            all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5),
+            "fast answers still pass"
         );
         mesh.down().await?;
         Ok(())
