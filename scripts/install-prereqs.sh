@@ -8,6 +8,7 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v tcpdump >/dev/null 2>&1 || need_apt+=(tcpdump)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 
