@@ -130,5 +130,3 @@ fn waypoint_snapshot(scope: &MeshConfig) -> Result<Snapshot, ResourceError> {
     Snapshot::from_resources(&resources)
 }
 
-#[cfg(test)]
-mod tests;

@@ -1,8 +1,9 @@
 //! `gateway.networking.k8s.io/v1` HTTPRoute. The spec type is the model's
-//! ([`ambit_model::HttpRouteSpec`]), which refuses the fields and filters a waypoint does not
+//! ([`ambit_model::route::HttpRouteSpec`]), which refuses the fields and filters a waypoint does not
 //! implement, so an unsupported route is reported instead of half-applied.
 
-use ambit_model::{HttpRouteSpec, ModelError};
+use ambit_model::ModelError;
+use ambit_model::route::HttpRouteSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
