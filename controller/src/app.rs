@@ -89,7 +89,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("installing signal handlers")?;
     // Kubernetes mode will be chosen here too, behind the same `Source` trait.
     let Some(config_dir) = args.config_dir.clone() else {
-        bail!("no config source: pass --config-dir DIR (local mode); Kubernetes mode is not available yet");
+        bail!(
+            "no config source: pass --config-dir DIR (local mode); Kubernetes mode is not available yet"
+        );
     };
     let debounce = Duration::from_millis(args.debounce_ms);
     let source = FolderSource::new(&config_dir, debounce)

@@ -99,7 +99,9 @@ pub fn load_or_generate(
     let ca = CertificateAuthority::generate(trust_domain, options)
         .map_err(|e| material_error(e.to_string()))?;
     persist(&dir, &ca.to_material())?;
-    let bundle = ca.trust_bundle().map_err(|e| material_error(e.to_string()))?;
+    let bundle = ca
+        .trust_bundle()
+        .map_err(|e| material_error(e.to_string()))?;
     Ok(LoadedCa {
         ca,
         bundle,
@@ -143,9 +145,9 @@ fn load(
             Err(err) => last_error = Some(err.to_string()),
         }
     }
-    Err(material_error(
-        last_error.unwrap_or_else(|| format!("{ROOT_CERT} holds no certificate")),
-    ))
+    Err(material_error(last_error.unwrap_or_else(|| {
+        format!("{ROOT_CERT} holds no certificate")
+    })))
 }
 
 fn read(path: &Path) -> Result<String, CaSetupError> {
@@ -194,13 +196,21 @@ mod tests {
     #[test]
     fn generated_root_is_persisted_and_reused() {
         let state = tempfile::tempdir().unwrap();
-        let first =
-            load_or_generate("cluster.local", Some(state.path()), None, CaOptions::default())
-                .unwrap();
+        let first = load_or_generate(
+            "cluster.local",
+            Some(state.path()),
+            None,
+            CaOptions::default(),
+        )
+        .unwrap();
         assert_eq!(first.origin, CaOrigin::Generated);
-        let second =
-            load_or_generate("cluster.local", Some(state.path()), None, CaOptions::default())
-                .unwrap();
+        let second = load_or_generate(
+            "cluster.local",
+            Some(state.path()),
+            None,
+            CaOptions::default(),
+        )
+        .unwrap();
         assert_eq!(second.origin, CaOrigin::Persisted);
         assert_eq!(first.ca.root(), second.ca.root());
         assert_eq!(second.bundle.roots(), [first.ca.root().clone()]);
@@ -223,16 +233,25 @@ mod tests {
         // Rotation: the old root is still trusted, listed first.
         let roots = format!("{}{}", old_root.root_pem(), root.root_pem());
         std::fs::write(dir.path().join(ROOT_CERT), roots).unwrap();
-        let loaded =
-            load_or_generate("cluster.local", None, Some(dir.path()), CaOptions::default())
-                .unwrap();
+        let loaded = load_or_generate(
+            "cluster.local",
+            None,
+            Some(dir.path()),
+            CaOptions::default(),
+        )
+        .unwrap();
         assert_eq!(loaded.origin, CaOrigin::Supplied);
         assert_eq!(loaded.ca.root(), root.root());
         assert_eq!(loaded.bundle.roots().len(), 2);
 
         std::fs::write(dir.path().join(ROOT_CERT), old_root.root_pem()).unwrap();
-        let err = load_or_generate("cluster.local", None, Some(dir.path()), CaOptions::default())
-            .unwrap_err();
+        let err = load_or_generate(
+            "cluster.local",
+            None,
+            Some(dir.path()),
+            CaOptions::default(),
+        )
+        .unwrap_err();
         assert!(matches!(err, CaSetupError::Material { .. }), "{err}");
         assert!(matches!(
             load_or_generate("cluster.local", None, None, CaOptions::default()),

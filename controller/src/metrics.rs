@@ -155,9 +155,21 @@ impl Collector for ServerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let config = self.config.stats();
         let counters = [
-            ("ambit_controller_config_pushes", "Config updates sent to proxies", config.pushes),
-            ("ambit_controller_config_acks", "Config updates acknowledged", config.acks),
-            ("ambit_controller_config_nacks", "Config updates rejected by a proxy", config.nacks),
+            (
+                "ambit_controller_config_pushes",
+                "Config updates sent to proxies",
+                config.pushes,
+            ),
+            (
+                "ambit_controller_config_acks",
+                "Config updates acknowledged",
+                config.acks,
+            ),
+            (
+                "ambit_controller_config_nacks",
+                "Config updates rejected by a proxy",
+                config.nacks,
+            ),
             (
                 "ambit_controller_config_ack_timeouts",
                 "Config streams closed because an update stayed unacknowledged",
@@ -166,7 +178,12 @@ impl Collector for ServerCollector {
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)?;
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
         let connected = ConstGauge::new(i64::try_from(config.connected).unwrap_or(i64::MAX));
         connected.encode(encoder.encode_descriptor(

@@ -129,4 +129,3 @@ fn waypoint_snapshot(scope: &MeshConfig) -> Result<Snapshot, ResourceError> {
         .collect::<Vec<_>>();
     Snapshot::from_resources(&resources)
 }
-

@@ -56,7 +56,7 @@ pub enum TokensError {
     Invalid {
         /// The file.
         path: PathBuf,
-        /// The offending entry (`nodes["node-a"]`), or `.` for the whole file.
+        /// The offending entry (`nodes["node-a"]`) or YAML path (`nodes.node-a`, an unknown key).
         field: String,
         /// What is wrong.
         message: String,
@@ -131,7 +131,10 @@ impl NodeTokens {
         for (key, token) in &file.waypoints {
             let field = format!("waypoints[{key:?}]");
             let Some((namespace, name)) = key.split_once('/') else {
-                return Err((field, "the key must be <namespace>/<gateway name>".to_owned()));
+                return Err((
+                    field,
+                    "the key must be <namespace>/<gateway name>".to_owned(),
+                ));
             };
             if !is_dns_label(namespace) || !is_dns_subdomain(name) || name.contains('/') {
                 return Err((
@@ -155,7 +158,9 @@ impl NodeTokens {
 
     /// The waypoints (namespace, name) with a token.
     pub fn waypoints(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.waypoints.keys().map(|(ns, n)| (ns.as_str(), n.as_str()))
+        self.waypoints
+            .keys()
+            .map(|(ns, n)| (ns.as_str(), n.as_str()))
     }
 
     /// Puts every token into `tokens`: node tokens as [`Caller::Node`], waypoint tokens as
@@ -228,14 +233,20 @@ mod tests {
         let text = format!("nodes:\n  node-a: {A}\nwaypoints:\n  shop/waypoint: {B}\n");
         let parsed = NodeTokens::parse(&text).unwrap();
         assert_eq!(parsed.nodes().collect::<Vec<_>>(), ["node-a"]);
-        assert_eq!(parsed.waypoints().collect::<Vec<_>>(), [("shop", "waypoint")]);
+        assert_eq!(
+            parsed.waypoints().collect::<Vec<_>>(),
+            [("shop", "waypoint")]
+        );
         assert!(NodeTokens::parse("").unwrap().nodes().next().is_none());
         assert!(!format!("{parsed:?}").contains(A));
     }
 
     #[test]
     fn invalid_entries_name_the_field() {
-        assert_eq!(error(&format!("nodes:\n  Node_A: {A}\n")).0, "nodes[\"Node_A\"]");
+        assert_eq!(
+            error(&format!("nodes:\n  Node_A: {A}\n")).0,
+            "nodes[\"Node_A\"]"
+        );
         let short = error("nodes:\n  node-a: short\n");
         assert_eq!(short.0, "nodes[\"node-a\"]");
         assert!(short.1.contains("at least 16"), "{short:?}");
@@ -246,8 +257,14 @@ mod tests {
             error(&format!("waypoints:\n  waypoint: {A}\n")).0,
             "waypoints[\"waypoint\"]"
         );
-        assert_eq!(error(&format!("node:\n  a: {A}\n")).0, ".");
+        let unknown = error(&format!("node:\n  a: {A}\n"));
+        assert_eq!(unknown.0, "node");
+        assert!(unknown.1.contains("unknown field `node`"), "{unknown:?}");
         assert_eq!(error("nodes:\n  node-a: [1]\n").0, "nodes.node-a");
-        assert!(error(&format!("nodes:\n  node-a: \"{A} x\"\n")).1.contains("visible ASCII"));
+        assert!(
+            error(&format!("nodes:\n  node-a: \"{A} x\"\n"))
+                .1
+                .contains("visible ASCII")
+        );
     }
 }

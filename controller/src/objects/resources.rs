@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AuthorizationPolicy, EndpointSlice, Gateway, HttpRoute, Kind, Namespace, PeerAuthentication, Pod,
-    Resource, ResourceKey, Service, ServiceAccount, UntranslatedObject,
+    AuthorizationPolicy, EndpointSlice, Gateway, HttpRoute, Kind, Namespace, PeerAuthentication,
+    Pod, Resource, ResourceKey, Service, ServiceAccount, UntranslatedObject,
 };
 
 /// A consistent set of objects, at most one per [`ResourceKey`], iterated in key order.

@@ -25,10 +25,8 @@ pub fn for_waypoint(config: &MeshConfig, namespace: &str, name: &str) -> Option<
         .iter()
         .filter(|s| s.waypoint() == Some(&waypoint.reference))
         .collect();
-    let bound: BTreeSet<(&str, &str)> = services
-        .iter()
-        .map(|s| (s.namespace(), s.name()))
-        .collect();
+    let bound: BTreeSet<(&str, &str)> =
+        services.iter().map(|s| (s.namespace(), s.name())).collect();
     let endpoints: BTreeSet<&str> = services
         .iter()
         .flat_map(|s| s.endpoints().keys().map(String::as_str))
@@ -36,9 +34,7 @@ pub fn for_waypoint(config: &MeshConfig, namespace: &str, name: &str) -> Option<
     let workloads = config
         .workloads
         .iter()
-        .filter(|w| {
-            endpoints.contains(w.uid()) || w.waypoint() == Some(&waypoint.reference)
-        })
+        .filter(|w| endpoints.contains(w.uid()) || w.waypoint() == Some(&waypoint.reference))
         .cloned()
         .collect();
     let authorization_policies = config
