@@ -286,6 +286,13 @@ fn decode_resource(kind: Kind, value: Value) -> Result<Resource, (Option<String>
             Resource::PeerAuthentication(policy)
         }
         Kind::Gateway => Resource::Gateway(decode(value)?),
+        Kind::HttpRoute => {
+            let route: Box<crate::objects::HttpRoute> = decode(value)?;
+            route
+                .to_model()
+                .map_err(|err| (Some(err.field().to_owned()), err.reason().to_owned()))?;
+            Resource::HttpRoute(route)
+        }
         other => Resource::Untranslated(other, decode::<UntranslatedObject>(value)?),
     };
     Ok(resource)

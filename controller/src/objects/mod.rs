@@ -4,6 +4,7 @@
 mod gateway;
 mod istio;
 mod resources;
+mod route;
 
 use std::fmt;
 
@@ -15,6 +16,7 @@ pub use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
 pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub use resources::Resources;
+pub use route::HttpRoute;
 use serde::{Deserialize, Serialize};
 
 /// Every kind the controller recognises, translated or not yet.
@@ -37,7 +39,7 @@ pub enum Kind {
     PeerAuthentication,
     /// `gateway.networking.k8s.io/v1` Gateway.
     Gateway,
-    /// `gateway.networking.k8s.io/v1` HTTPRoute (not yet translated).
+    /// `gateway.networking.k8s.io/v1` HTTPRoute.
     HttpRoute,
     /// `gateway.networking.k8s.io/v1` GRPCRoute (not yet translated).
     GrpcRoute,
@@ -99,6 +101,8 @@ pub enum Resource {
     PeerAuthentication(Box<PeerAuthentication>),
     /// A Gateway API Gateway.
     Gateway(Box<Gateway>),
+    /// A Gateway API HTTPRoute.
+    HttpRoute(Box<HttpRoute>),
     /// A recognised kind that is not translated yet.
     Untranslated(Kind, Box<UntranslatedObject>),
 }
@@ -172,8 +176,7 @@ impl Kind {
     pub fn is_translated(self) -> bool {
         !matches!(
             self,
-            Self::HttpRoute
-                | Self::GrpcRoute
+            Self::GrpcRoute
                 | Self::VirtualService
                 | Self::DestinationRule
                 | Self::ServiceEntry
@@ -210,6 +213,7 @@ impl Resource {
             Self::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Self::PeerAuthentication(_) => Kind::PeerAuthentication,
             Self::Gateway(_) => Kind::Gateway,
+            Self::HttpRoute(_) => Kind::HttpRoute,
             Self::Untranslated(kind, _) => *kind,
         }
     }
@@ -225,6 +229,7 @@ impl Resource {
             Self::AuthorizationPolicy(o) => &o.metadata,
             Self::PeerAuthentication(o) => &o.metadata,
             Self::Gateway(o) => &o.metadata,
+            Self::HttpRoute(o) => &o.metadata,
             Self::Untranslated(_, o) => &o.metadata,
         }
     }
@@ -270,7 +275,8 @@ mod tests {
             Some(Kind::HttpRoute)
         );
         assert_eq!(Kind::from_type("v1", "ConfigMap"), None);
-        assert!(!Kind::HttpRoute.is_translated());
+        assert!(Kind::HttpRoute.is_translated());
+        assert!(!Kind::GrpcRoute.is_translated());
         assert!(Kind::Gateway.is_translated());
         assert!(!Kind::Namespace.is_namespaced());
     }

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AuthorizationPolicy, EndpointSlice, Gateway, Kind, Namespace, PeerAuthentication, Pod,
-    Resource, ResourceKey, Service, ServiceAccount, UntranslatedObject,
+    AuthorizationPolicy, EndpointSlice, Gateway, HttpRoute, Kind, Namespace, PeerAuthentication,
+    Pod, Resource, ResourceKey, Service, ServiceAccount, UntranslatedObject,
 };
 
 /// A consistent set of objects, at most one per [`ResourceKey`], iterated in key order.
@@ -120,6 +120,14 @@ impl Resources {
     pub fn gateways(&self) -> impl Iterator<Item = &Gateway> {
         self.iter().filter_map(|r| match r {
             Resource::Gateway(o) => Some(o.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// The HTTPRoutes.
+    pub fn http_routes(&self) -> impl Iterator<Item = &HttpRoute> {
+        self.iter().filter_map(|r| match r {
+            Resource::HttpRoute(o) => Some(o.as_ref()),
             _ => None,
         })
     }

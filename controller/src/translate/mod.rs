@@ -9,18 +9,23 @@ mod error;
 mod labels;
 mod node;
 mod policies;
+mod routes;
 mod services;
+mod waypoint_scope;
 mod waypoints;
 mod workloads;
 
 use std::collections::BTreeMap;
 
 use ambit_identity::DEFAULT_TRUST_DOMAIN;
-use ambit_model::{AuthorizationPolicy, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, WaypointFor, WaypointRef, Workload,
+};
 use serde::{Deserialize, Serialize};
 
 pub use error::TranslateError;
-pub use node::for_node;
+pub use node::{applies_to, for_node};
+pub use waypoint_scope::for_waypoint;
 
 use crate::objects::Resources;
 use error::Errors;
@@ -54,6 +59,26 @@ pub struct MeshConfig {
     pub authorization_policies: Vec<AuthorizationPolicy>,
     /// Peer authentication policies.
     pub peer_authentications: Vec<PeerAuthentication>,
+    /// HTTPRoutes (for waypoints; ztunnel does not route).
+    #[serde(default)]
+    pub http_routes: Vec<HttpRoute>,
+    /// The usable waypoints (Gateways of class `istio-waypoint`), by namespace and name.
+    #[serde(default)]
+    pub waypoints: Vec<MeshWaypoint>,
+}
+
+/// A usable waypoint: the Gateway it comes from and how proxies reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshWaypoint {
+    /// The Gateway's namespace.
+    pub namespace: String,
+    /// The Gateway's name.
+    pub name: String,
+    /// Its addresses and identity, as services and workloads bound to it carry them.
+    pub reference: WaypointRef,
+    /// Which traffic it takes.
+    pub waypoint_for: WaypointFor,
 }
 
 impl Default for TranslateOptions {
@@ -77,6 +102,13 @@ impl MeshConfig {
         self.workloads
             .iter()
             .find(|w| w.namespace() == namespace && w.name() == name)
+    }
+
+    /// The waypoint Gateway `namespace/name`, if it is usable.
+    pub fn waypoint(&self, namespace: &str, name: &str) -> Option<&MeshWaypoint> {
+        self.waypoints
+            .iter()
+            .find(|w| w.namespace == namespace && w.name == name)
     }
 
     /// The service named `namespace/name`.
@@ -115,6 +147,7 @@ pub fn translate(
     let services = services::translate(resources, &workloads, &namespaces, &waypoints, &mut errors);
     let (authorization_policies, peer_authentications) =
         policies::translate(resources, &mut errors);
+    let http_routes = routes::translate(resources, &mut errors);
     policies::report_untranslated(resources, &mut errors);
 
     let workloads: BTreeMap<String, Workload> = workloads
@@ -128,6 +161,8 @@ pub fn translate(
         services,
         authorization_policies,
         peer_authentications,
+        http_routes,
+        waypoints: waypoints.listed(),
     };
     let errors = errors.into_sorted();
     let not_translated = errors.iter().filter(|e| e.is_not_translated()).count();

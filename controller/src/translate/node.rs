@@ -32,12 +32,16 @@ pub fn for_node(config: &MeshConfig, node: &str) -> MeshConfig {
         services: config.services.clone(),
         authorization_policies,
         peer_authentications: config.peer_authentications.clone(),
+        // Routes and waypoints are waypoint concerns (workloads and services already carry
+        // their waypoint's address and identity).
+        http_routes: Vec::new(),
+        waypoints: Vec::new(),
     }
 }
 
 /// Whether ztunnel enforces `policy` for `workload`: same namespace or the root namespace, and
 /// the selector (if any) matches.
-fn applies_to(policy: &AuthorizationPolicy, workload: &Workload, root_namespace: &str) -> bool {
+pub fn applies_to(policy: &AuthorizationPolicy, workload: &Workload, root_namespace: &str) -> bool {
     let in_scope =
         policy.namespace() == root_namespace || policy.namespace() == workload.namespace();
     in_scope

@@ -106,6 +106,19 @@ impl Waypoints {
         waypoints
     }
 
+    /// The usable waypoints in namespace and name order.
+    pub(crate) fn listed(&self) -> Vec<super::MeshWaypoint> {
+        self.usable
+            .iter()
+            .map(|((namespace, name), waypoint)| super::MeshWaypoint {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                reference: waypoint.reference.clone(),
+                waypoint_for: waypoint.waypoint_for,
+            })
+            .collect()
+    }
+
     /// Whether `namespace/name` is a waypoint Gateway (so its own Service and pods are never
     /// bound to a waypoint).
     pub(crate) fn is_waypoint(&self, namespace: &str, name: &str) -> bool {
