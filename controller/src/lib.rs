@@ -5,6 +5,7 @@
 //! everything but the Kubernetes watch layer is tested from YAML fixtures without a cluster.
 #![forbid(unsafe_code)]
 
+pub mod kube;
 pub mod local;
 pub mod objects;
 pub mod source;
