@@ -25,6 +25,7 @@
 
 pub mod app;
 pub mod ca;
+pub mod kube;
 pub mod local;
 pub mod metrics;
 pub mod objects;

@@ -71,6 +71,24 @@ impl SourceError {
         }
     }
 
+    /// An object read from the Kubernetes API (no file: the "file" is the API's name).
+    pub(crate) fn api_object(
+        object: &ObjectContext,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: PathBuf::from("kubernetes-api"),
+            document_index: None,
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            field: field.filter(|f| !f.is_empty() && f != "."),
+            message: message.into(),
+            category: Category::InvalidObject,
+        }
+    }
+
     /// The file.
     pub fn file(&self) -> &Path {
         &self.file

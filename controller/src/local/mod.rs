@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
+use error::Category;
+pub(crate) use error::ObjectContext;
 pub use error::SourceError;
-use error::{Category, ObjectContext};
 pub use watch::{FolderSource, WatchError};
 
 use crate::objects::{Kind, Resource, ResourceKey, Resources, UntranslatedObject};
