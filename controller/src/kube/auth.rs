@@ -153,12 +153,12 @@ impl TokenReviewAuthenticator {
 
     fn caller_of(&self, bound: &BoundToken, pod: &Pod) -> Result<Caller, AuthError> {
         let pod_ref = format!("{}/{}", bound.namespace, bound.pod_name);
-        if let Some(uid) = &bound.pod_uid {
-            if pod.metadata.uid.as_ref() != Some(uid) {
-                return Err(AuthError::invalid(format!(
-                    "pod {pod_ref} was replaced since the token was issued"
-                )));
-            }
+        if let Some(uid) = &bound.pod_uid
+            && pod.metadata.uid.as_ref() != Some(uid)
+        {
+            return Err(AuthError::invalid(format!(
+                "pod {pod_ref} was replaced since the token was issued"
+            )));
         }
         let spec = pod.spec.as_ref();
         let pod_account = spec

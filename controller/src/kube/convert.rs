@@ -117,6 +117,8 @@ impl KindApi {
 
 /// Converts one watched object. Errors name the kind, namespace, name and field, and are
 /// logged by the caller; the object is then left out.
+// Errors are rare (one invalid object) and carry the file/field detail whole.
+#[allow(clippy::result_large_err)]
 pub(crate) fn to_resource(api: &KindApi, object: DynamicObject) -> Result<Resource, SourceError> {
     let context = ObjectContext {
         kind: Some(api.kind.as_str().to_owned()),

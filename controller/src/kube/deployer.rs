@@ -257,6 +257,8 @@ impl fmt::Debug for WaypointDeployer {
 
 /// The objects of `gateway`'s waypoint. Pure: the same Gateway and settings give the same
 /// bodies.
+// The error keeps the API error whole for the logs; it is returned once per bad Gateway.
+#[allow(clippy::result_large_err)]
 pub fn waypoint_objects(
     gateway: &Gateway,
     settings: &WaypointSettings,
