@@ -185,7 +185,9 @@ async fn handle(
         Ok(upstream) => upstream,
         Err(err) => {
             info!(pod = %pod.name, %target, %err, "app unreachable");
-            inputs.telemetry.count_error(ErrorReason::HboneUpstreamConnect);
+            inputs
+                .telemetry
+                .count_error(ErrorReason::HboneUpstreamConnect);
             tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
             responder.reject(StatusCode::SERVICE_UNAVAILABLE);
             return;

@@ -20,8 +20,8 @@ use ambit_hbone::{
 };
 use ambit_identity::SpiffeId;
 use ambit_model::{WaypointRef, Workload};
-use ambit_state::{Destination, Snapshot};
 use ambit_runtime::DrainWatch;
+use ambit_state::{Destination, Snapshot};
 use ambit_telemetry::{
     ErrorReason, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels,
 };
@@ -295,9 +295,7 @@ fn hbone_failure(err: &ConnectError) -> HboneFailure {
         )
     } else {
         match err.status() {
-            Some(StatusCode::UNAUTHORIZED) => {
-                (None, ResponseFlags::DENIED, OpenFailure::Refused)
-            }
+            Some(StatusCode::UNAUTHORIZED) => (None, ResponseFlags::DENIED, OpenFailure::Refused),
             Some(StatusCode::BAD_REQUEST) => (
                 Some(ErrorReason::HboneBadRequest),
                 ResponseFlags::CONNECT_FAILURE,

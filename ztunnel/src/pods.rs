@@ -235,10 +235,11 @@ impl PodManager {
         handle: ambit_identity::CertHandle,
     ) -> Result<(Drain, Vec<JoinHandle<()>>, Arc<PodContext>), String> {
         // Certificates first: a pod is never captured before ztunnel can speak mTLS for it.
-        let certificate = tokio::time::timeout(CERTIFICATE_TIMEOUT, self.inputs.certs.ready(identity))
-            .await
-            .map_err(|_| "no certificate within the timeout".to_owned())
-            .and_then(|ready| ready.map_err(|err| format!("certificate: {err}")));
+        let certificate =
+            tokio::time::timeout(CERTIFICATE_TIMEOUT, self.inputs.certs.ready(identity))
+                .await
+                .map_err(|_| "no certificate within the timeout".to_owned())
+                .and_then(|ready| ready.map_err(|err| format!("certificate: {err}")));
         if certificate.is_err() {
             self.inputs
                 .telemetry

@@ -186,7 +186,14 @@ pub async fn serve(
         };
         let (config, inputs, pods) = (config.clone(), inputs.clone(), pods.clone());
         tokio::spawn(async move {
-            handle(stream, canonical_addr(peer), &config, &inputs, pods.as_ref()).await;
+            handle(
+                stream,
+                canonical_addr(peer),
+                &config,
+                &inputs,
+                pods.as_ref(),
+            )
+            .await;
         });
     }
 }
@@ -201,8 +208,7 @@ async fn handle(
     if let Err(err) = stream.set_nodelay(true) {
         debug!(%err, "could not set TCP_NODELAY on a SOCKS5 client");
     }
-    let destination = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream)).await
-    {
+    let destination = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream)).await {
         Ok(Ok(destination)) => destination,
         Ok(Err(err)) => {
             debug!(%client, ?err, "SOCKS5 handshake refused");

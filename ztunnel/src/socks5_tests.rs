@@ -53,7 +53,10 @@ async fn connect_requests_for_every_address_type() {
 #[tokio::test]
 async fn no_auth_is_chosen_among_several_methods() {
     let (result, written) = run(&[5, 3, 2, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 1]).await;
-    assert_eq!(result, Ok(Destination::Addr("127.0.0.1:1".parse().unwrap())));
+    assert_eq!(
+        result,
+        Ok(Destination::Addr("127.0.0.1:1".parse().unwrap()))
+    );
     assert_eq!(written, [5, 0]);
 }
 
@@ -79,7 +82,10 @@ async fn refusals_carry_the_rfc_reply() {
     );
     // A name that is not text cannot be a mesh name.
     let (result, _) = run(&greeting_then(&[5, 1, 0, 3, 2, 0xff, 0xfe, 0, 80])).await;
-    assert_eq!(result, Err(HandshakeError::Reply(ReplyCode::HostUnreachable)));
+    assert_eq!(
+        result,
+        Err(HandshakeError::Reply(ReplyCode::HostUnreachable))
+    );
 }
 
 #[tokio::test]
@@ -107,7 +113,9 @@ fn workload_refs_are_namespace_slash_name() {
     assert_eq!(parsed.namespace, "demo");
     assert_eq!(parsed.name, "a-0");
     assert_eq!(parsed.to_string(), "demo/a-0");
-    for bad in ["", "demo", "/a", "demo/", "Demo/a", "de.mo/a", "demo/a/b", "-x/a", "demo/a_b"] {
+    for bad in [
+        "", "demo", "/a", "demo/", "Demo/a", "de.mo/a", "demo/a/b", "-x/a", "demo/a_b",
+    ] {
         assert!(WorkloadRef::from_str(bad).is_err(), "{bad:?}");
     }
 }
