@@ -59,6 +59,8 @@ pub struct Options {
     pub readiness_addr: SocketAddr,
     /// How long connections may finish after SIGTERM.
     pub drain_grace: Duration,
+    /// SOCKS5 listener address (`None`: no SOCKS5) and settings.
+    pub socks5: Option<(SocketAddr, crate::socks5::Socks5Config)>,
 }
 
 /// Runs ztunnel until SIGTERM/SIGINT (or admin `/quitquitquit`) and the drain are over.
@@ -111,7 +113,8 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
     let certs = Arc::new(certs);
 
     let mut registry = MetricsRegistry::new();
-    let telemetry = Telemetry::new(&mut registry);
+    // Every proxied connection is a task the SIGTERM drain waits for.
+    let telemetry = Telemetry::new(&mut registry).with_drain(shutdown.watch());
     let inputs = Arc::new(ProxyInputs {
         state: state.clone(),
         certs: certs.clone(),
@@ -120,7 +123,21 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
         next_endpoint: AtomicUsize::new(0),
         telemetry: telemetry.clone(),
     });
-    let pods = Arc::new(PodManager::new(inputs, node_resolvers()));
+    let pods = Arc::new(PodManager::new(inputs.clone(), node_resolvers()));
+    if let Some((addr, config)) = options.socks5.clone() {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding SOCKS5 {addr}"))?;
+        tokio::spawn(crate::socks5::serve(listener, config, inputs, pods.clone()));
+    }
+    {
+        // On drain, HBONE servers send GOAWAY and stop accepting.
+        let (mut watch, pods) = (shutdown.watch(), pods.clone());
+        tokio::spawn(async move {
+            watch.draining().await;
+            pods.drain_all().await;
+        });
+    }
 
     match &options.node_agent_socket {
         Some(path) => {

@@ -9,18 +9,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ambit_hbone::{
-    DrainSignal, InboundRequest, Responder, Server, ServerConfig, Target, copy_bidirectional,
+    ConnectionError, DrainSignal, InboundRequest, Responder, Server, ServerConfig, Target,
+    copy_bidirectional,
 };
 use ambit_identity::SpiffeId;
 use ambit_policy::Connection;
-use ambit_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels};
+use ambit_telemetry::{
+    ErrorReason, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels,
+};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
 
 use crate::inpod::connect_marked_from;
 use crate::observe::{service_labels, workload_labels};
 use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr, canonical_ip};
+
+/// Pause after a failed accept (e.g. out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Why a tunnel was refused before reaching the app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +49,48 @@ pub async fn serve(
     pod: Arc<PodContext>,
     drain: DrainSignal,
 ) {
+    let telemetry = inputs.telemetry.clone();
     let handler = move |request: InboundRequest, responder: Responder| {
         let (inputs, pod) = (inputs.clone(), pod.clone());
         async move { handle(request, responder, &inputs, &pod).await }
     };
-    Server::new(tls, handler, ServerConfig::default())
-        .serve(listener, drain)
-        .await;
+    let server = Server::new(tls, handler, ServerConfig::default());
+    // Our own accept loop rather than `Server::serve`, to count failed connections by reason.
+    let mut drain = drain;
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = drain.draining() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, remote)) => {
+                    let (server, drain, telemetry) = (server.clone(), drain.clone(), telemetry.clone());
+                    connections.spawn(async move {
+                        if let Err(err) = server.serve_connection(tcp, drain).await {
+                            info!(%remote, %err, "HBONE connection closed with an error");
+                            telemetry.count_error(connection_error_reason(&err));
+                        }
+                    });
+                }
+                Err(err) => {
+                    warn!(%err, "accepting an HBONE connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// The `ambit_hbone_errors_total` reason of a failed inbound connection.
+fn connection_error_reason(err: &ConnectionError) -> ErrorReason {
+    if err.is_tls() || err.is_timeout() {
+        ErrorReason::HboneTlsHandshake
+    } else {
+        ErrorReason::HboneH2Protocol
+    }
 }
 
 /// The checks before connecting upstream: destination and policy.
@@ -99,6 +141,7 @@ async fn handle(
 ) {
     let Target::Socket(target) = request.target().clone() else {
         debug!(pod = %pod.name, target = %request.target(), "HBONE target is a hostname");
+        inputs.telemetry.count_error(ErrorReason::HboneBadRequest);
         responder.reject(StatusCode::BAD_REQUEST);
         return;
     };
@@ -129,6 +172,9 @@ async fn handle(
             ),
             Refusal::Denied => (StatusCode::UNAUTHORIZED, ResponseFlags::DENIED),
         };
+        if refusal == Refusal::WrongDestination {
+            inputs.telemetry.count_error(ErrorReason::HboneBadRequest);
+        }
         tracked.fail(flags, format!("{refusal:?}"));
         responder.reject(status);
         return;
@@ -139,6 +185,9 @@ async fn handle(
         Ok(upstream) => upstream,
         Err(err) => {
             info!(pod = %pod.name, %target, %err, "app unreachable");
+            inputs
+                .telemetry
+                .count_error(ErrorReason::HboneUpstreamConnect);
             tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
             responder.reject(StatusCode::SERVICE_UNAVAILABLE);
             return;

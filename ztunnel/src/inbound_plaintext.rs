@@ -33,9 +33,15 @@ pub enum Verdict {
 }
 
 /// Accepts plaintext connections into the pod until the future is dropped.
+/// Stops accepting once the node drains.
 pub async fn serve(listener: TcpListener, inputs: Arc<ProxyInputs>, pod: Arc<PodContext>) {
+    let mut drain = crate::outbound::node_drain(&inputs);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = drain.draining() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 warn!(pod = %pod.name, %err, "inbound plaintext accept failed");

@@ -2,7 +2,7 @@
 //!
 //! One file per stage: [`config`] (file → state), [`certs`] (pod certificates), [`pods`]
 //! (enrollment), [`outbound`] (15001), [`inbound`] (15008), [`inbound_plaintext`] (15006),
-//! [`dns`] (15053), [`observe`] (metrics, access log, live connections), [`inpod`] (rules and sockets inside pod namespaces); [`app`] wires them.
+//! [`dns`] (15053), [`socks5`] (127.0.0.1:15080), [`observe`] (metrics, access log, live connections), [`inpod`] (rules and sockets inside pod namespaces); [`app`] wires them.
 
 #![forbid(unsafe_code)]
 
@@ -18,3 +18,4 @@ pub mod observe;
 pub mod outbound;
 pub mod pods;
 pub mod proxy;
+pub mod socks5;

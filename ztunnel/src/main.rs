@@ -54,6 +54,16 @@ struct Args {
     /// Seconds connections may finish after SIGTERM.
     #[arg(long, default_value_t = 5)]
     drain_seconds: u64,
+    /// SOCKS5 listener address (in ztunnel's own namespace).
+    #[arg(long, default_value_t = ambit_ztunnel::socks5::DEFAULT_ADDR)]
+    socks5_addr: SocketAddr,
+    /// Turn the SOCKS5 listener off.
+    #[arg(long)]
+    no_socks5: bool,
+    /// Enrolled pod (NAMESPACE/NAME) that SOCKS5 clients send as when their own address is
+    /// not an enrolled pod's; without it such requests are refused (reply 0x02).
+    #[arg(long)]
+    socks5_workload: Option<ambit_ztunnel::socks5::WorkloadRef>,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -85,6 +95,12 @@ fn main() -> anyhow::Result<()> {
         metrics_addr: args.metrics_addr,
         readiness_addr: args.readiness_addr,
         drain_grace: Duration::from_secs(args.drain_seconds),
+        socks5: (!args.no_socks5).then(|| {
+            let config = ambit_ztunnel::socks5::Socks5Config {
+                default_workload: args.socks5_workload,
+            };
+            (args.socks5_addr, config)
+        }),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

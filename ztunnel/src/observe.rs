@@ -14,9 +14,10 @@ use std::time::Instant;
 
 use ambit_hbone::ByteCounters;
 use ambit_model::{Service, Workload};
+use ambit_runtime::{DrainWatch, TaskGuard};
 use ambit_telemetry::{
-    AccessLog, ByteCount, ConnectionGuard, Metrics, MetricsRegistry, Reporter, ResponseFlags,
-    ServiceLabels, TrafficLabels, WorkloadLabels,
+    AccessLog, ByteCount, ConnectionGuard, ErrorReason, Metrics, MetricsRegistry, Reporter,
+    ResponseFlags, ServiceLabels, TrafficLabels, WorkloadLabels,
 };
 use serde_json::{Value, json};
 
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 pub struct Telemetry {
     metrics: Metrics,
     live: Arc<LiveConnections>,
+    drain: Option<DrainWatch>,
 }
 
 /// Connections open right now, for `/connections`.
@@ -55,6 +57,8 @@ pub struct TrackedConnection {
     hbone_authority: Option<String>,
     error: Option<String>,
     counters: Arc<ByteCounters>,
+    /// Held while the connection is open, so a drain waits for it.
+    _drain_task: Option<TaskGuard>,
 }
 
 impl Telemetry {
@@ -63,7 +67,24 @@ impl Telemetry {
         Self {
             metrics: Metrics::register(registry),
             live: Arc::new(LiveConnections::default()),
+            drain: None,
         }
+    }
+
+    /// Makes every connection opened from now on a task `drain` waits for.
+    pub fn with_drain(mut self, drain: DrainWatch) -> Self {
+        self.drain = Some(drain);
+        self
+    }
+
+    /// The drain watch, if any: listeners stop accepting once it drains.
+    pub fn drain(&self) -> Option<&DrainWatch> {
+        self.drain.as_ref()
+    }
+
+    /// Counts one failure in `ambit_<area>_errors_total{reason}`.
+    pub fn count_error(&self, reason: ErrorReason) {
+        self.metrics.count_error(reason);
     }
 
     /// Counts a connection from `src` to `dst` as opened under `labels`.
@@ -100,6 +121,10 @@ impl Telemetry {
             hbone_authority: None,
             error: None,
             counters,
+            _drain_task: self
+                .drain
+                .as_ref()
+                .map(|drain| drain.track(format!("connection {src} -> {dst}"))),
         }
     }
 

@@ -15,18 +15,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use ambit_hbone::{ByteCounters, ConnectRequest, Target, copy_bidirectional};
+use ambit_hbone::{
+    ByteCounters, ConnectError, ConnectRequest, HboneStream, Target, copy_bidirectional,
+};
 use ambit_identity::SpiffeId;
 use ambit_model::{WaypointRef, Workload};
+use ambit_runtime::DrainWatch;
 use ambit_state::{Destination, Snapshot};
-use ambit_telemetry::{Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels};
-use http::HeaderValue;
+use ambit_telemetry::{
+    ErrorReason, Reporter, ResponseFlags, SecurityPolicy, TrafficLabels, WorkloadLabels,
+};
+use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::inpod::{HBONE_PORT, connect_marked, original_destination};
-use crate::observe::{service_labels, workload_labels};
+use crate::observe::{TrackedConnection, service_labels, workload_labels};
 use crate::proxy::{OWN_PORTS, PodContext, ProxyInputs, canonical_addr, reset};
 
 /// Where one outbound connection goes.
@@ -49,10 +54,40 @@ pub enum Route {
     Refuse(&'static str),
 }
 
+/// An outbound connection whose upstream is open, counted in the telemetry until relayed.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    tracked: TrackedConnection,
+    upstream: Upstream,
+    original: SocketAddr,
+}
+
+/// The upstream side of an outbound connection.
+#[derive(Debug)]
+enum Upstream {
+    Tcp(TcpStream),
+    Hbone(HboneStream),
+}
+
+/// Why no upstream could be opened, as far as the client needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenFailure {
+    /// Refused: by a rule, by the destination's policy, or by the destination itself.
+    Refused,
+    /// The next hop could not be reached (or did not complete mTLS).
+    Unreachable,
+}
+
 /// Accepts and proxies the pod's outbound connections until the future is dropped.
+/// Stops accepting once the node drains (connections already accepted go on).
 pub async fn serve(listener: TcpListener, inputs: Arc<ProxyInputs>, pod: Arc<PodContext>) {
+    let mut drain = node_drain(&inputs);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            () = drain.draining() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 warn!(pod = %pod.name, %err, "outbound accept failed");
@@ -65,6 +100,15 @@ pub async fn serve(listener: TcpListener, inputs: Arc<ProxyInputs>, pod: Arc<Pod
             handle(stream, canonical_addr(peer), &inputs, &pod).await;
         });
     }
+}
+
+/// The node's drain watch, or one that never drains.
+pub(crate) fn node_drain(inputs: &ProxyInputs) -> DrainWatch {
+    inputs
+        .telemetry
+        .drain()
+        .cloned()
+        .unwrap_or_else(DrainWatch::never)
 }
 
 /// Decides where a connection from `client` to `original` goes.
@@ -165,6 +209,21 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
             return;
         }
     };
+    match open(client, original, inputs, pod).await {
+        Ok(opened) => opened.relay(&mut stream).await,
+        Err(_) => reset(stream),
+    }
+}
+
+/// Chooses the route of a connection from `client` (in `pod`) to `original` and opens its
+/// upstream: the shared first half of captured traffic and SOCKS5. The failure is already
+/// logged, counted and closed in the telemetry; the caller only answers its client.
+pub(crate) async fn open(
+    client: SocketAddr,
+    original: SocketAddr,
+    inputs: &ProxyInputs,
+    pod: &PodContext,
+) -> Result<Opened, OpenFailure> {
     let (route, labels) = {
         let snapshot = inputs.state.load();
         let n = inputs.next_endpoint.fetch_add(1, Ordering::Relaxed);
@@ -174,20 +233,23 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
     };
     debug!(pod = %pod.name, %client, %original, ?route, "outbound");
     let mut tracked = inputs.telemetry.open(labels, client, original);
-    let result = match route {
+    let upstream = match route {
         Route::Refuse(reason) => {
             info!(pod = %pod.name, %client, %original, reason, "outbound connection refused");
             tracked.fail(ResponseFlags::CONNECT_FAILURE, reason);
-            reset(stream);
-            return;
+            return Err(OpenFailure::Refused);
         }
         Route::Tcp(target) => match connect_marked(&pod.netns, target).await {
-            Ok(mut upstream) => copy(&mut stream, &mut upstream, tracked.counters()).await,
+            Ok(upstream) => Upstream::Tcp(upstream),
             Err(err) => {
                 info!(pod = %pod.name, %target, %err, "passthrough connect failed");
                 tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
-                reset(stream);
-                return;
+                let refused = err.io_error_kind() == Some(std::io::ErrorKind::ConnectionRefused);
+                return Err(if refused {
+                    OpenFailure::Refused
+                } else {
+                    OpenFailure::Unreachable
+                });
             }
         },
         Route::Hbone {
@@ -205,25 +267,94 @@ async fn handle(mut stream: TcpStream, client: SocketAddr, inputs: &ProxyInputs,
             );
             let request = with_headers(request, client, service_host.as_deref(), inputs, pod);
             match pod.pool.connect(request).await {
-                Ok(mut tunnel) => copy(&mut stream, &mut tunnel, tracked.counters()).await,
+                Ok(tunnel) => Upstream::Hbone(tunnel),
                 Err(err) => {
                     info!(pod = %pod.name, %next_hop, %target, %err, "HBONE connect failed");
-                    tracked.fail(ResponseFlags::CONNECT_FAILURE, err.to_string());
-                    reset(stream);
-                    return;
+                    let failure = hbone_failure(&err);
+                    if let Some(reason) = failure.reason {
+                        inputs.telemetry.count_error(reason);
+                    }
+                    tracked.fail(failure.flags, err.to_string());
+                    return Err(failure.outcome);
                 }
             }
         }
     };
-    match result {
-        Ok(()) => debug!(
-            pod = %pod.name, %original,
-            sent = tracked.counters().a_to_b(), received = tracked.counters().b_to_a(),
-            "outbound connection done"
-        ),
-        Err(err) => {
-            debug!(pod = %pod.name, %original, %err, "outbound connection failed");
-            tracked.set_error(err.to_string());
+    Ok(Opened {
+        tracked,
+        upstream,
+        original,
+    })
+}
+
+/// How a failed HBONE connect is reported.
+struct HboneFailure {
+    reason: Option<ErrorReason>,
+    flags: ResponseFlags,
+    outcome: OpenFailure,
+}
+
+/// A refusal by the destination's policy is a decision, not an error: it is flagged `DENY`
+/// and not counted in `ambit_hbone_errors_total`.
+fn hbone_failure(err: &ConnectError) -> HboneFailure {
+    let (reason, flags, outcome) = if err.is_tls() {
+        (
+            Some(ErrorReason::HboneTlsHandshake),
+            ResponseFlags::CONNECT_FAILURE,
+            OpenFailure::Unreachable,
+        )
+    } else if err.is_connect() || err.is_timeout() {
+        (
+            Some(ErrorReason::HboneUpstreamConnect),
+            ResponseFlags::CONNECT_FAILURE,
+            OpenFailure::Unreachable,
+        )
+    } else {
+        match err.status() {
+            Some(StatusCode::UNAUTHORIZED) => (None, ResponseFlags::DENIED, OpenFailure::Refused),
+            Some(StatusCode::BAD_REQUEST) => (
+                Some(ErrorReason::HboneBadRequest),
+                ResponseFlags::CONNECT_FAILURE,
+                OpenFailure::Refused,
+            ),
+            Some(_) => (
+                Some(ErrorReason::HboneUpstreamConnect),
+                ResponseFlags::CONNECT_FAILURE,
+                OpenFailure::Refused,
+            ),
+            None => (
+                Some(ErrorReason::HboneH2Protocol),
+                ResponseFlags::CONNECT_FAILURE,
+                OpenFailure::Unreachable,
+            ),
+        }
+    };
+    HboneFailure {
+        reason,
+        flags,
+        outcome,
+    }
+}
+
+impl Opened {
+    /// Copies between `stream` and the upstream until both sides are done.
+    pub(crate) async fn relay(mut self, stream: &mut TcpStream) {
+        let counters = self.tracked.counters();
+        let result = match &mut self.upstream {
+            Upstream::Tcp(upstream) => copy(stream, upstream, counters).await,
+            Upstream::Hbone(tunnel) => copy(stream, tunnel, counters).await,
+        };
+        let original = self.original;
+        match result {
+            Ok(()) => debug!(
+                %original,
+                sent = counters.a_to_b(), received = counters.b_to_a(),
+                "outbound connection done"
+            ),
+            Err(err) => {
+                debug!(%original, %err, "outbound connection failed");
+                self.tracked.set_error(err.to_string());
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ use ambit_cni::protocol::PodInfo;
 use ambit_cni::server::{EnrollmentHandler, HandlerError};
 use ambit_hbone::{Drain, Pool, PoolConfig};
 use ambit_identity::SpiffeId;
+use ambit_telemetry::ErrorReason;
 use futures_util::future::BoxFuture;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{Mutex, watch};
@@ -58,6 +59,7 @@ struct RunningPod {
     netns: PodNetns,
     drain: Drain,
     tasks: Vec<JoinHandle<()>>,
+    context: Arc<PodContext>,
 }
 
 /// DNS upstream sockets made inside the pod's namespace, marked so they are not captured.
@@ -70,9 +72,9 @@ impl PodManager {
     /// A manager starting proxies with `inputs`; DNS forwards to `dns_upstreams`.
     pub fn new(inputs: Arc<ProxyInputs>, dns_upstreams: Vec<SocketAddr>) -> Self {
         Self {
-            inputs,
             dns_upstreams,
-            dns_metrics: Arc::new(DnsMetrics::default()),
+            dns_metrics: Arc::new(DnsMetrics::with_telemetry(inputs.telemetry.clone())),
+            inputs,
             pods: Mutex::new(HashMap::new()),
             synced: watch::Sender::new(false),
         }
@@ -86,6 +88,33 @@ impl PodManager {
     /// UIDs of the enrolled pods.
     pub async fn enrolled(&self) -> Vec<String> {
         self.pods.lock().await.keys().cloned().collect()
+    }
+
+    /// The enrolled pod `namespace/name`, to send traffic as it (SOCKS5).
+    pub async fn pod_by_name(&self, namespace: &str, name: &str) -> Option<Arc<PodContext>> {
+        let pods = self.pods.lock().await;
+        pods.values()
+            .find(|running| running.info.namespace == namespace && running.info.name == name)
+            .map(|running| running.context.clone())
+    }
+
+    /// The enrolled pod that owns `ip` according to the state, if it runs on this node.
+    pub async fn pod_by_ip(&self, ip: std::net::IpAddr) -> Option<Arc<PodContext>> {
+        let uid = {
+            let snapshot = self.inputs.state.load();
+            snapshot.workload_by_ip(ip)?.uid().to_owned()
+        };
+        let pods = self.pods.lock().await;
+        pods.get(&uid).map(|running| running.context.clone())
+    }
+
+    /// Node drain: every pod's HBONE server sends GOAWAY and stops accepting; the other
+    /// listeners stop on their own through the node's drain watch.
+    pub async fn drain_all(&self) {
+        let pods = self.pods.lock().await;
+        for running in pods.values() {
+            running.drain.start();
+        }
     }
 
     /// Starts serving `pod`; enrolling the same pod again with the same namespace is a no-op.
@@ -176,7 +205,7 @@ impl PodManager {
             .map_err(|err| error(format!("certificate: {err}")))?;
         let started = self.start(&pod, &identity, &netns, handle).await;
         match started {
-            Ok((drain, tasks)) => {
+            Ok((drain, tasks, context)) => {
                 info!(pod = %pod.name, namespace = %pod.namespace, %identity, "pod enrolled");
                 pods.insert(
                     pod.uid.clone(),
@@ -186,6 +215,7 @@ impl PodManager {
                         netns,
                         drain,
                         tasks,
+                        context,
                     },
                 );
                 Ok(())
@@ -206,13 +236,20 @@ impl PodManager {
         identity: &SpiffeId,
         netns: &PodNetns,
         handle: ambit_identity::CertHandle,
-    ) -> Result<(Drain, Vec<JoinHandle<()>>), String> {
+    ) -> Result<(Drain, Vec<JoinHandle<()>>, Arc<PodContext>), String> {
         // Certificates first: a pod is never captured before ztunnel can speak mTLS for it.
-        self.inputs
+        let certificate = self
+            .inputs
             .certs
             .ready(identity, CERTIFICATE_TIMEOUT)
             .await
-            .map_err(|err| format!("certificate: {err}"))?;
+            .map_err(|err| format!("certificate: {err}"));
+        if certificate.is_err() {
+            self.inputs
+                .telemetry
+                .count_error(ErrorReason::CertificateRequestFailed);
+        }
+        certificate?;
         let tls = self
             .inputs
             .certs
@@ -285,7 +322,7 @@ impl PodManager {
             }
             Err(err) => warn!(pod = %pod.name, %err, "DNS proxy not started"),
         }
-        Ok((drain, tasks))
+        Ok((drain, tasks, context))
     }
 
     async fn stop(&self, running: RunningPod) -> Result<(), EnrollError> {
@@ -331,6 +368,20 @@ impl EnrollmentHandler for PodManager {
                 .await
                 .map_err(|err| HandlerError::internal(err.to_string()))
         })
+    }
+}
+
+impl crate::socks5::SourcePods for PodManager {
+    fn by_ip(&self, ip: std::net::IpAddr) -> BoxFuture<'_, Option<Arc<PodContext>>> {
+        Box::pin(self.pod_by_ip(ip))
+    }
+
+    fn by_name<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Option<Arc<PodContext>>> {
+        Box::pin(self.pod_by_name(namespace, name))
     }
 }
 

@@ -28,6 +28,8 @@ pub struct DnsMetrics {
     mesh_answers: AtomicU64,
     forwarded: AtomicU64,
     failures: [AtomicU64; Failure::ALL.len()],
+    /// Where failures are also counted as `ambit_dns_errors_total{reason}`, if anywhere.
+    telemetry: Option<crate::observe::Telemetry>,
 }
 
 impl Failure {
@@ -66,6 +68,15 @@ impl Failure {
 }
 
 impl DnsMetrics {
+    /// Counters that also count malformed queries and upstream failures in the node's
+    /// `ambit_dns_errors_total`.
+    pub fn with_telemetry(telemetry: crate::observe::Telemetry) -> Self {
+        Self {
+            telemetry: Some(telemetry),
+            ..Self::default()
+        }
+    }
+
     /// Messages received from clients, well-formed or not.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -100,6 +111,18 @@ impl DnsMetrics {
 
     pub(crate) fn count_failure(&self, reason: Failure) {
         self.failures[reason.index()].fetch_add(1, Ordering::Relaxed);
+        let error = match reason {
+            Failure::Malformed => Some(ambit_telemetry::ErrorReason::DnsMalformedQuery),
+            Failure::UpstreamTimeout | Failure::UpstreamError => {
+                Some(ambit_telemetry::ErrorReason::DnsUpstream)
+            }
+            // No `ambit_dns_errors_total` reason exists for these; the proxy's own counters
+            // keep them.
+            Failure::Unsupported | Failure::Overloaded | Failure::ReplyFailed => None,
+        };
+        if let (Some(telemetry), Some(error)) = (&self.telemetry, error) {
+            telemetry.count_error(error);
+        }
     }
 }
 
