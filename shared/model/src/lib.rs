@@ -8,12 +8,14 @@
 
 pub mod authz;
 pub mod error;
+pub mod grpc_route;
 pub mod labels;
 pub mod pattern;
 pub mod peer_auth;
 pub mod protocol;
 pub mod route;
 pub mod service;
+pub mod virtual_service;
 pub mod waypoint;
 pub mod workload;
 
@@ -21,12 +23,14 @@ mod identity_serde;
 
 pub use authz::{Action, AuthorizationPolicy, AuthorizationPolicySpec, PolicyScope};
 pub use error::ModelError;
+pub use grpc_route::GrpcRoute;
 pub use labels::{Labels, WorkloadSelector};
 pub use pattern::StringMatch;
 pub use peer_auth::{MtlsMode, PeerAuthentication, PeerAuthenticationSpec, effective_mtls_mode};
 pub use protocol::{AppProtocol, select_protocol};
 pub use route::HttpRoute;
 pub use service::{Endpoint, Service, ServicePort, ServiceSpec};
+pub use virtual_service::VirtualService;
 pub use waypoint::{WaypointFor, WaypointRef};
 pub use workload::{TransportProtocol, Workload, WorkloadSpec};
 
