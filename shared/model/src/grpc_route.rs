@@ -497,7 +497,7 @@ mod tests {
     fn serde_round_trip() {
         let json = json!({ "name": "g", "namespace": "shop", "spec": {
             "parentRefs": [{ "group": "", "kind": "Service", "name": "cart" }],
-            "rules": [{ "matches": [{ "method": { "service": "shop.Cart" } }],
+            "rules": [{ "matches": [{ "method": { "type": "Exact", "service": "shop.Cart" } }],
                         "backendRefs": [{ "name": "cart", "port": 9090 }] }] } });
         let route: GrpcRoute = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&route).unwrap(), json);
