@@ -6,7 +6,10 @@
 
 use std::fmt;
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, GrpcRoute, HttpRoute, PeerAuthentication, Service, VirtualService,
+    Workload,
+};
 use bytes::Bytes;
 
 use crate::proto;
@@ -25,6 +28,10 @@ pub enum ResourceKind {
     PeerAuthentication,
     /// [`HttpRoute`] (Gateway API HTTPRoute, for waypoints).
     HttpRoute,
+    /// [`GrpcRoute`] (Gateway API GRPCRoute, for waypoints).
+    GrpcRoute,
+    /// [`VirtualService`] (Istio VirtualService, HTTP routes, for waypoints).
+    VirtualService,
 }
 
 /// Identifies one resource within a scope.
@@ -52,6 +59,10 @@ pub enum MeshResource {
     PeerAuthentication(PeerAuthentication),
     /// An HTTP route (waypoints only).
     HttpRoute(HttpRoute),
+    /// A gRPC route (waypoints only).
+    GrpcRoute(GrpcRoute),
+    /// A VirtualService (waypoints only).
+    VirtualService(VirtualService),
 }
 
 /// A resource that could not be encoded or decoded.
@@ -64,11 +75,13 @@ pub struct ResourceError {
 
 impl ResourceKind {
     /// Every kind, in wire-name order.
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 7] = [
         ResourceKind::AuthorizationPolicy,
+        ResourceKind::GrpcRoute,
         ResourceKind::HttpRoute,
         ResourceKind::PeerAuthentication,
         ResourceKind::Service,
+        ResourceKind::VirtualService,
         ResourceKind::Workload,
     ];
 
@@ -80,6 +93,8 @@ impl ResourceKind {
             ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
             ResourceKind::PeerAuthentication => "PeerAuthentication",
             ResourceKind::HttpRoute => "HttpRoute",
+            ResourceKind::GrpcRoute => "GrpcRoute",
+            ResourceKind::VirtualService => "VirtualService",
         }
     }
 
@@ -137,6 +152,8 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(p) => (p.namespace(), p.name()),
             MeshResource::PeerAuthentication(p) => (p.namespace(), p.name()),
             MeshResource::HttpRoute(r) => (r.namespace(), r.name()),
+            MeshResource::GrpcRoute(r) => (r.namespace(), r.name()),
+            MeshResource::VirtualService(v) => (v.namespace(), v.name()),
         };
         ResourceKey::new(self.kind(), namespace, name)
     }
@@ -149,6 +166,8 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(_) => ResourceKind::AuthorizationPolicy,
             MeshResource::PeerAuthentication(_) => ResourceKind::PeerAuthentication,
             MeshResource::HttpRoute(_) => ResourceKind::HttpRoute,
+            MeshResource::GrpcRoute(_) => ResourceKind::GrpcRoute,
+            MeshResource::VirtualService(_) => ResourceKind::VirtualService,
         }
     }
 
@@ -160,6 +179,8 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(p) => serde_json::to_vec(p),
             MeshResource::PeerAuthentication(p) => serde_json::to_vec(p),
             MeshResource::HttpRoute(r) => serde_json::to_vec(r),
+            MeshResource::GrpcRoute(r) => serde_json::to_vec(r),
+            MeshResource::VirtualService(v) => serde_json::to_vec(v),
         };
         json.map(Bytes::from).map_err(|err| ResourceError {
             what: self.key().to_string(),
@@ -179,6 +200,10 @@ impl MeshResource {
                 serde_json::from_slice(payload).map(MeshResource::PeerAuthentication)
             }
             ResourceKind::HttpRoute => serde_json::from_slice(payload).map(MeshResource::HttpRoute),
+            ResourceKind::GrpcRoute => serde_json::from_slice(payload).map(MeshResource::GrpcRoute),
+            ResourceKind::VirtualService => {
+                serde_json::from_slice(payload).map(MeshResource::VirtualService)
+            }
         };
         let resource = decoded.map_err(|err| ResourceError {
             what: key.to_string(),
@@ -232,6 +257,34 @@ impl MeshResource {
             MeshResource::HttpRoute(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// The gRPC route, if this is one.
+    pub fn as_grpc_route(&self) -> Option<&GrpcRoute> {
+        match self {
+            MeshResource::GrpcRoute(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The VirtualService, if this is one.
+    pub fn as_virtual_service(&self) -> Option<&VirtualService> {
+        match self {
+            MeshResource::VirtualService(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl From<GrpcRoute> for MeshResource {
+    fn from(value: GrpcRoute) -> Self {
+        MeshResource::GrpcRoute(value)
+    }
+}
+
+impl From<VirtualService> for MeshResource {
+    fn from(value: VirtualService) -> Self {
+        MeshResource::VirtualService(value)
     }
 }
 

@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, GrpcRoute, HttpRoute, PeerAuthentication, Service, VirtualService,
+    Workload,
+};
 
 use crate::proto;
 use crate::resource::{MeshResource, ResourceError, ResourceKey, ResourceKind};
@@ -83,6 +86,18 @@ impl ConfigView {
     pub fn http_routes(&self) -> impl Iterator<Item = &HttpRoute> {
         self.of_kind(ResourceKind::HttpRoute)
             .filter_map(MeshResource::as_http_route)
+    }
+
+    /// The gRPC routes (a waypoint's scope).
+    pub fn grpc_routes(&self) -> impl Iterator<Item = &GrpcRoute> {
+        self.of_kind(ResourceKind::GrpcRoute)
+            .filter_map(MeshResource::as_grpc_route)
+    }
+
+    /// The VirtualServices (a waypoint's scope).
+    pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
+        self.of_kind(ResourceKind::VirtualService)
+            .filter_map(MeshResource::as_virtual_service)
     }
 
     fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &MeshResource> {
