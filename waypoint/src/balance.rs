@@ -72,6 +72,24 @@ pub fn pick_endpoint(
     })
 }
 
+/// Like [`pick_endpoint`], restricted to the DestinationRule subset `subset` when one is named
+/// (VirtualService `destination.subset`).
+///
+/// TODO(merge with the DestinationRule work on balance.rs): keep only endpoints whose labels
+/// match the subset's labels. Until DestinationRule lands the subset is passed through here
+/// and filters nothing.
+pub fn pick_endpoint_in_subset(
+    snapshot: &Snapshot,
+    entry: &ServiceEntry,
+    port: u16,
+    subset: Option<&str>,
+) -> Option<EndpointTarget> {
+    if let Some(subset) = subset {
+        tracing::trace!(subset, "subset not applied yet: no DestinationRule support");
+    }
+    pick_endpoint(snapshot, entry, port)
+}
+
 /// The endpoint for traffic addressed to a pod directly.
 pub fn pod_endpoint(
     snapshot: &Snapshot,
@@ -109,6 +127,8 @@ mod tests {
             name: name.into(),
             port: 80,
             weight,
+            subset: None,
+            filters: Vec::new(),
         }
     }
 

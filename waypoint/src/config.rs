@@ -14,6 +14,8 @@
 //! workloads: [ ... ]      # ambit_model::WorkloadSpec
 //! policies: [ ... ]       # {name, namespace, spec: AuthorizationPolicy spec}
 //! routes: [ ... ]         # {name, namespace, spec: HTTPRoute spec}
+//! grpcRoutes: [ ... ]     # {name, namespace, spec: GRPCRoute spec}
+//! virtualServices: [ ... ] # {name, namespace, spec: VirtualService spec (HTTP part)}
 //! ```
 //!
 //! Not yet here: the controller's gRPC push (issue 4 item 1) — the file is the only source.
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime};
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, Service, Workload};
+use ambit_model::{AuthorizationPolicy, GrpcRoute, HttpRoute, Service, VirtualService, Workload};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -64,6 +66,12 @@ pub struct ConfigFile {
     /// HTTP routes with Service parents.
     #[serde(default)]
     pub routes: Vec<HttpRoute>,
+    /// gRPC routes with Service parents.
+    #[serde(default)]
+    pub grpc_routes: Vec<GrpcRoute>,
+    /// VirtualServices; a service with an HTTPRoute or GRPCRoute ignores them.
+    #[serde(default)]
+    pub virtual_services: Vec<VirtualService>,
 }
 
 /// `namespace/name` of a Gateway.
@@ -111,6 +119,8 @@ pub struct Snapshot {
     routes: RouteTable,
     /// The routes as configured, for the config dump.
     route_specs: Vec<HttpRoute>,
+    grpc_route_specs: Vec<GrpcRoute>,
+    virtual_service_specs: Vec<VirtualService>,
 }
 
 /// Why a configuration could not be loaded.
@@ -196,7 +206,8 @@ impl Snapshot {
                 ));
             }
         }
-        let routes = RouteTable::build(&file.routes)?;
+        let routes =
+            RouteTable::build_all(&file.routes, &file.grpc_routes, &file.virtual_services)?;
         Ok(Self {
             generation,
             waypoint: file.waypoint,
@@ -209,6 +220,8 @@ impl Snapshot {
             policies: file.policies,
             routes,
             route_specs: file.routes,
+            grpc_route_specs: file.grpc_routes,
+            virtual_service_specs: file.virtual_services,
         })
     }
 
@@ -228,6 +241,8 @@ impl Snapshot {
             "workloads": workloads.iter().map(|(_, w)| &***w).collect::<Vec<_>>(),
             "policies": self.policies,
             "routes": self.route_specs,
+            "grpcRoutes": self.grpc_route_specs,
+            "virtualServices": self.virtual_service_specs,
         })
     }
 
