@@ -12,7 +12,9 @@
 //! - `rewrite.uri` becomes [`PathModifier::MatchedPrefixOrFull`] (Envoy's `prefix_rewrite`).
 //! - `retries.retryOn` becomes a [`RetryOn`] read as Envoy reads it.
 //!
-//! Hosts that name a cluster Service (`name`, `name.ns`, `name.ns.svc[.cluster.local]`) bind
+//! Hosts that name a cluster Service (a short `name`, resolved in the VirtualService's
+//! namespace, or the full `name.ns.svc.cluster.local`; as in Istio, any other dotted name is
+//! an external host) bind
 //! the VirtualService to that Service; other hosts (external names, wildcards) are kept in the
 //! spec but bind nothing at a waypoint. A VirtualService whose `gateways` list is set and lacks
 //! `mesh` does not apply to mesh traffic and binds nothing either. Not supported (refused
@@ -156,7 +158,7 @@ pub struct HttpRouteDestinationSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationSpec {
-    /// A cluster Service host (`name`, `name.ns`, `name.ns.svc.cluster.local`).
+    /// A cluster Service host (short `name`, or `name.ns.svc.cluster.local`).
     pub host: String,
     /// A DestinationRule subset name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -432,15 +434,20 @@ impl From<VirtualService> for VirtualServiceRepr {
     }
 }
 
-/// The Service a host names, if it names one: `name` (in `namespace`), `name.ns`,
-/// `name.ns.svc` or `name.ns.svc.cluster.local`.
+/// The Service a host names, if it names one: a short `name` (in `namespace`) or
+/// `name.ns.svc.cluster.local`. Istio takes every other dotted name as a fully qualified
+/// external host, so `name.ns` names no Service here either.
 pub fn service_of_host(host: &str, namespace: &str) -> Option<ServiceParent> {
     let host = host.to_ascii_lowercase();
-    let short = host
+    let short = match host
         .strip_suffix(CLUSTER_DOMAIN)
-        .and_then(|h| h.strip_suffix('.'))
-        .unwrap_or(&host);
-    let short = short.strip_suffix(".svc").unwrap_or(short);
+        .and_then(|h| h.strip_suffix(".svc."))
+    {
+        Some(qualified) if qualified.contains('.') => qualified,
+        Some(_) => return None,
+        None if host.contains('.') => return None,
+        None => host.as_str(),
+    };
     let mut parts = short.split('.');
     let (name, ns) = match (parts.next(), parts.next(), parts.next()) {
         (Some(name), None, None) => (name, namespace),
@@ -808,7 +815,7 @@ fn parse_destination(
         ctx.err(
             format!("{field}.host"),
             format!(
-                "{:?} does not name a cluster Service (name, name.namespace or name.namespace.svc.{CLUSTER_DOMAIN})",
+                "{:?} does not name a cluster Service (name or name.namespace.svc.{CLUSTER_DOMAIN})",
                 spec.host
             ),
         )
