@@ -12,8 +12,10 @@
 //! by creation time, which we do not have).
 //!
 //! GRPCRoute rules are HTTPRoute-shaped rules whose every match requires a gRPC
-//! `content-type` (see [`ambit_model::grpc_route`]), so they only ever select gRPC requests
-//! and sort among the HTTPRoute matches by the same precedence.
+//! `content-type` (see [`ambit_model::grpc_route`]), so they only ever select gRPC requests.
+//! When both kinds attach to one service, a gRPC request tries every GRPCRoute match before
+//! any HTTPRoute match (the Gateway API leaves this mix undefined; a gRPC-specific rule is the
+//! more specific intent), and within each kind the precedence below applies.
 //!
 //! Gateway API precedence (with regular expressions — which the spec leaves to
 //! implementations — after every prefix):
@@ -102,6 +104,7 @@ struct CompiledMatch {
 /// Sort key: smaller is more specific.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
+    grpc_route_first: u8,
     path_kind: u8,
     longer_prefix_first: usize,
     method_first: u8,
@@ -376,6 +379,7 @@ fn compile_match(
         .transpose()?;
     Ok(CompiledMatch {
         rank: Rank {
+            grpc_route_first: u8::from(rule.kind != RouteKind::GrpcRoute),
             path_kind,
             longer_prefix_first: usize::MAX - prefix_len,
             method_first: u8::from(method.is_none()),
