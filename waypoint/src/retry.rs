@@ -117,14 +117,22 @@ mod tests {
             server_errors: true,
             ..RetryOn::default()
         });
-        assert!(retry_response(&server, StatusCode::INTERNAL_SERVER_ERROR, &none));
+        assert!(retry_response(
+            &server,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &none
+        ));
         assert!(!retry_response(&server, StatusCode::CONFLICT, &none));
         let gateway = policy(RetryOn {
             gateway_errors: true,
             ..RetryOn::default()
         });
         assert!(retry_response(&gateway, StatusCode::BAD_GATEWAY, &none));
-        assert!(!retry_response(&gateway, StatusCode::INTERNAL_SERVER_ERROR, &none));
+        assert!(!retry_response(
+            &gateway,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &none
+        ));
         let conflict = policy(RetryOn {
             retriable_4xx: true,
             ..RetryOn::default()

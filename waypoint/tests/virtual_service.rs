@@ -1,5 +1,7 @@
 //! VirtualService through the waypoint: matches, weighted destinations, precedence of
 //! HTTPRoute, fault injection, mirroring and retries; and GRPCRoute method matching.
+// Test fixtures: a failed setup should panic.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
@@ -82,7 +84,12 @@ async fn two_versions(vs: Vec<Value>, routes: Vec<Value>) -> (Harness, Upstream,
             zt,
             vec![
                 service("cart", "10.96.0.10", &[(Some("http"), 80, p1)], &["v1-1"]),
-                service("cart-v2", "10.96.0.11", &[(Some("http"), 80, p2)], &["v2-1"]),
+                service(
+                    "cart-v2",
+                    "10.96.0.11",
+                    &[(Some("http"), 80, p2)],
+                    &["v2-1"],
+                ),
             ],
             vec![workload("v1-1"), workload("v2-1")],
             vec![],
@@ -129,7 +136,11 @@ async fn matches_rewrites_header_operations_and_weights() {
         ))
         .await;
     assert_eq!(answer.backend(), "v2");
-    assert_eq!(answer.header("x-uri"), Some("/api/items?x=1"), "prefix rewritten");
+    assert_eq!(
+        answer.header("x-uri"),
+        Some("/api/items?x=1"),
+        "prefix rewritten"
+    );
     assert_eq!(answer.header("x-echo-x-routed"), Some("vs"));
     assert_eq!(answer.header("x-echo-x-dest"), Some("v2"));
     assert_eq!(answer.header("x-echo-x-drop"), None);
@@ -161,7 +172,11 @@ async fn matches_rewrites_header_operations_and_weights() {
 
 #[tokio::test]
 async fn httproute_wins_over_virtual_service() {
-    let vs = virtual_service("cart", "cart", json!([{ "route": [{ "destination": { "host": "cart-v2" } }] }]));
+    let vs = virtual_service(
+        "cart",
+        "cart",
+        json!([{ "route": [{ "destination": { "host": "cart-v2" } }] }]),
+    );
     // The VirtualService alone sends everything to v2.
     let (harness, _v1, _v2) = two_versions(vec![vs.clone()], vec![]).await;
     let mut client = harness.client("10.96.0.10:80", false).await;
@@ -249,7 +264,11 @@ async fn fault_abort_and_delay_percentages() {
 
     let mut grpc = harness.client("10.96.0.10:80", true).await;
     let answer = grpc
-        .send(request("POST", "/grpc.Svc/Call", &[("content-type", "application/grpc")]))
+        .send(request(
+            "POST",
+            "/grpc.Svc/Call",
+            &[("content-type", "application/grpc")],
+        ))
         .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("grpc-status"), Some("14"));
@@ -291,12 +310,37 @@ async fn mirrors_get_copies_and_never_hold_up_the_main_request() {
         let mut config = config(
             zt,
             vec![
-                service("cart", "10.96.0.10", &[(Some("http"), 80, main.addr.port())], &["main-1"]),
-                service("mirror", "10.96.0.20", &[(Some("http"), 80, fast.port())], &["m-1"]),
-                service("slow-mirror", "10.96.0.21", &[(Some("http"), 80, slow.port())], &["s-1"]),
-                service("broken-mirror", "10.96.0.22", &[(Some("http"), 80, closed_port)], &["b-1"]),
+                service(
+                    "cart",
+                    "10.96.0.10",
+                    &[(Some("http"), 80, main.addr.port())],
+                    &["main-1"],
+                ),
+                service(
+                    "mirror",
+                    "10.96.0.20",
+                    &[(Some("http"), 80, fast.port())],
+                    &["m-1"],
+                ),
+                service(
+                    "slow-mirror",
+                    "10.96.0.21",
+                    &[(Some("http"), 80, slow.port())],
+                    &["s-1"],
+                ),
+                service(
+                    "broken-mirror",
+                    "10.96.0.22",
+                    &[(Some("http"), 80, closed_port)],
+                    &["b-1"],
+                ),
             ],
-            vec![workload("main-1"), workload("m-1"), workload("s-1"), workload("b-1")],
+            vec![
+                workload("main-1"),
+                workload("m-1"),
+                workload("s-1"),
+                workload("b-1"),
+            ],
             vec![],
             vec![],
         );
@@ -356,7 +400,12 @@ async fn retries_follow_retry_on() {
         Harness::start(move |zt| {
             let mut config = config(
                 zt,
-                vec![service("cart", "10.96.0.10", &[(Some("http"), 80, port)], &["f-1"])],
+                vec![service(
+                    "cart",
+                    "10.96.0.10",
+                    &[(Some("http"), 80, port)],
+                    &["f-1"],
+                )],
                 vec![workload("f-1")],
                 vec![],
                 vec![],
@@ -432,7 +481,9 @@ async fn grpc_route_matches_methods_of_h2_grpc_calls() {
     assert_eq!(answer.header("x-echo-x-grpc-route"), Some("add"));
     assert_eq!(&answer.body[..], b"\x00\x00\x00\x00\x03abc");
 
-    let answer = client.send(call("/shop.Cart/Remove", &[("x-tenant", "a")])).await;
+    let answer = client
+        .send(call("/shop.Cart/Remove", &[("x-tenant", "a")]))
+        .await;
     assert_eq!(answer.backend(), "rest");
     // No rule matches: a gRPC answer with NOT_FOUND's mapping (UNIMPLEMENTED).
     let answer = client.send(call("/shop.Cart/Remove", &[])).await;

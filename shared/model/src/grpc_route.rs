@@ -359,10 +359,14 @@ fn parse_method(
     }
     match spec.kind {
         GrpcMethodMatchKind::Exact => {
-            let valid_service =
-                |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_');
-            let valid_method =
-                |m: &str| !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid_service = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+            };
+            let valid_method = |m: &str| {
+                !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            };
             if let Some(service) = service
                 && !valid_service(service)
             {

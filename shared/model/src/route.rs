@@ -1088,8 +1088,13 @@ fn parse_filter(
                 .request_mirror
                 .as_ref()
                 .ok_or_else(|| missing("requestMirror"))?;
-            parse_mirror(ctx, &format!("{field}.requestMirror"), spec, route_namespace)
-                .map(RouteFilter::Mirror)
+            parse_mirror(
+                ctx,
+                &format!("{field}.requestMirror"),
+                spec,
+                route_namespace,
+            )
+            .map(RouteFilter::Mirror)
         }
     }
 }
@@ -1110,10 +1115,7 @@ pub(crate) fn parse_mirror(
     backend.weight = 1;
     let fraction = match (spec.percent, &spec.fraction) {
         (Some(_), Some(_)) => {
-            return Err(ctx.err(
-                field.to_owned(),
-                "set at most one of percent and fraction",
-            ));
+            return Err(ctx.err(field.to_owned(), "set at most one of percent and fraction"));
         }
         (Some(percent), None) => Fraction::from_percent(f64::from(percent))
             .ok_or_else(|| ctx.err(format!("{field}.percent"), "must be 0 to 100"))?,

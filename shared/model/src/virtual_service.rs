@@ -364,10 +364,10 @@ impl VirtualService {
         let mut services = Vec::new();
         for (i, host) in spec.hosts.iter().enumerate() {
             check_host(host).map_err(|r| ctx.err(format!("spec.hosts[{i}]"), r))?;
-            if let Some(service) = service_of_host(host, &namespace) {
-                if !services.contains(&service) {
-                    services.push(service);
-                }
+            if let Some(service) = service_of_host(host, &namespace)
+                && !services.contains(&service)
+            {
+                services.push(service);
             }
         }
         let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");

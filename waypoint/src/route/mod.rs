@@ -34,8 +34,8 @@ pub mod mirror;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ambit_model::{GrpcRoute, HttpRoute, VirtualService};
 use ambit_model::route::{PathMatch, RouteMatch, RouteRule, ValueMatch};
+use ambit_model::{GrpcRoute, HttpRoute, VirtualService};
 use http::request::Parts;
 use http::{HeaderName, Method};
 use regex::Regex;
@@ -222,18 +222,15 @@ impl RouteTable {
                     }
                     for (match_index, m) in route.rule.matches.iter().enumerate() {
                         let port = route.match_ports.get(match_index).copied().flatten();
-                        let compiled_match = compile_match(
-                            m,
-                            &compiled,
-                            port,
-                            &route_key,
-                            rule_index,
-                            match_index,
-                        )
-                        .map_err(|err| {
-                            format!("VirtualService {route_key} http[{rule_index}]: {err}")
-                        })?;
-                        vs_matches.entry(key.clone()).or_default().push(compiled_match);
+                        let compiled_match =
+                            compile_match(m, &compiled, port, &route_key, rule_index, match_index)
+                                .map_err(|err| {
+                                    format!("VirtualService {route_key} http[{rule_index}]: {err}")
+                                })?;
+                        vs_matches
+                            .entry(key.clone())
+                            .or_default()
+                            .push(compiled_match);
                     }
                 }
             }

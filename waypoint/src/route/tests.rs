@@ -178,15 +178,25 @@ fn virtual_service_routes_go_in_spec_order() {
     let later = virtual_service("b", json!([{ "route": dest("fallback") }]));
     let table = RouteTable::build_all(&[], &[], &[later, vs]).unwrap();
     assert_eq!(selected(&table, &request("GET", "/api/items", &[])), "api");
-    assert_eq!(selected(&table, &request("GET", "/apis", &[])), "api", "string prefix");
-    assert_eq!(selected(&table, &request("GET", "/x", &[("x-v", "2.1")])), "v2");
+    assert_eq!(
+        selected(&table, &request("GET", "/apis", &[])),
+        "api",
+        "string prefix"
+    );
+    assert_eq!(
+        selected(&table, &request("GET", "/x", &[("x-v", "2.1")])),
+        "v2"
+    );
     assert_eq!(selected(&table, &request("GET", "/x", &[])), "fallback");
     let Selection::Matched { rule, prefix } =
         table.select(&cart(), 80, &request("GET", "/api/x", &[]))
     else {
         panic!("no match")
     };
-    assert_eq!((rule.kind, rule.route.as_str(), prefix), (RouteKind::VirtualService, "shop/a", Some("/api")));
+    assert_eq!(
+        (rule.kind, rule.route.as_str(), prefix),
+        (RouteKind::VirtualService, "shop/a", Some("/api"))
+    );
     let Selection::Matched { rule, .. } = table.select(&cart(), 9090, &request("GET", "/x", &[]))
     else {
         panic!("no match")
@@ -197,9 +207,15 @@ fn virtual_service_routes_go_in_spec_order() {
 #[test]
 fn gateway_routes_win_over_virtual_services() {
     let vs = virtual_service("a", json!([{ "route": dest("from-vs") }]));
-    let http = route("r", json!([{ "matches": [{ "path": { "type": "PathPrefix", "value": "/only" } }], "backendRefs": backend("from-route") }]));
-    let table = RouteTable::build_all(&[http], &[], &[vs.clone()]).unwrap();
-    assert_eq!(selected(&table, &request("GET", "/only", &[])), "from-route");
+    let http = route(
+        "r",
+        json!([{ "matches": [{ "path": { "type": "PathPrefix", "value": "/only" } }], "backendRefs": backend("from-route") }]),
+    );
+    let table = RouteTable::build_all(&[http], &[], std::slice::from_ref(&vs)).unwrap();
+    assert_eq!(
+        selected(&table, &request("GET", "/only", &[])),
+        "from-route"
+    );
     // The VirtualService is ignored entirely, not used as a fallback.
     assert_eq!(selected(&table, &request("GET", "/else", &[])), "-");
     let grpc = grpc_route(json!([{ "backendRefs": backend("from-grpc") }]));
@@ -216,7 +232,8 @@ fn grpc_routes_match_methods_of_grpc_requests_only() {
     ]));
     let plain = route("r", json!([{ "backendRefs": backend("http") }]));
     let table = RouteTable::build_all(&[plain], &[grpc], &[]).unwrap();
-    let grpc_call = |path: &str| request("POST", path, &[("content-type", "application/grpc+proto")]);
+    let grpc_call =
+        |path: &str| request("POST", path, &[("content-type", "application/grpc+proto")]);
     assert_eq!(selected(&table, &grpc_call("/shop.Cart/Add")), "add");
     // A matching service outranks a method-only match (GRPCRoute precedence).
     assert_eq!(selected(&table, &grpc_call("/shop.Cart/GetItems")), "cart");
@@ -224,7 +241,14 @@ fn grpc_routes_match_methods_of_grpc_requests_only() {
     assert_eq!(selected(&table, &grpc_call("/shop.Cart/Remove")), "cart");
     assert_eq!(selected(&table, &grpc_call("/other.Svc/Remove")), "http");
     assert_eq!(
-        selected(&table, &request("POST", "/shop.Cart/Add", &[("content-type", "application/json")])),
+        selected(
+            &table,
+            &request(
+                "POST",
+                "/shop.Cart/Add",
+                &[("content-type", "application/json")]
+            )
+        ),
         "http"
     );
 }

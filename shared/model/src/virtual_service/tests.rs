@@ -64,7 +64,10 @@ fn parses_every_field() {
     );
 
     assert_eq!(rule.request_timeout, Some(Duration::from_millis(2500)));
-    assert_eq!(rule.backend_request_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(
+        rule.backend_request_timeout,
+        Some(Duration::from_millis(500))
+    );
     let retry = rule.retry.as_ref().unwrap();
     assert_eq!(retry.attempts, 3);
     assert!(retry.codes.contains(&409));
@@ -111,7 +114,13 @@ fn hosts_bind_services_and_gateways_can_unbind() {
         "v",
         "shop",
         spec(
-            json!(["cart", "pay.billing.svc.cluster.local", "example.com", "cart.shop", "*.x.io"]),
+            json!([
+                "cart",
+                "pay.billing.svc.cluster.local",
+                "example.com",
+                "cart.shop",
+                "*.x.io"
+            ]),
             json!([]),
         ),
     )
@@ -125,9 +134,12 @@ fn hosts_bind_services_and_gateways_can_unbind() {
     let gateway_only =
         VirtualService::new("v", "shop", spec(json!(["cart"]), json!(["ingress"]))).unwrap();
     assert!(gateway_only.services().is_empty());
-    let mesh_too =
-        VirtualService::new("v", "shop", spec(json!(["cart"]), json!(["ingress", "mesh"])))
-            .unwrap();
+    let mesh_too = VirtualService::new(
+        "v",
+        "shop",
+        spec(json!(["cart"]), json!(["ingress", "mesh"])),
+    )
+    .unwrap();
     assert_eq!(mesh_too.services().len(), 1);
 }
 
@@ -135,8 +147,14 @@ fn hosts_bind_services_and_gateways_can_unbind() {
 fn defaults() {
     let route = one_route(json!({ "route": [{ "destination": { "host": "cart" } }] }));
     assert_eq!(route.rule.matches.len(), 1, "no match means match all");
-    assert_eq!(route.rule.matches[0].path, PathMatch::StringPrefix("/".into()));
-    assert_eq!(route.rule.backends[0].weight, 100, "a lone destination takes all");
+    assert_eq!(
+        route.rule.matches[0].path,
+        PathMatch::StringPrefix("/".into())
+    );
+    assert_eq!(
+        route.rule.backends[0].weight, 100,
+        "a lone destination takes all"
+    );
     assert!(route.rule.retry.is_none());
     let retry = one_route(json!({
         "route": [{ "destination": { "host": "cart" } }],
@@ -153,7 +171,12 @@ fn defaults() {
     }))
     .rule;
     assert_eq!(
-        grpc.retry.unwrap().on.grpc_codes.into_iter().collect::<Vec<_>>(),
+        grpc.retry
+            .unwrap()
+            .on
+            .grpc_codes
+            .into_iter()
+            .collect::<Vec<_>>(),
         [1, 14]
     );
     assert_eq!(
