@@ -326,3 +326,35 @@ impl ResourceError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn route_kinds_round_trip_on_the_wire() {
+        let vs: VirtualService = serde_json::from_value(json!({
+            "name": "cart", "namespace": "shop",
+            "spec": { "hosts": ["cart"], "http": [{ "route": [{ "destination": { "host": "cart" } }] }] }
+        }))
+        .unwrap();
+        let grpc: GrpcRoute = serde_json::from_value(json!({
+            "name": "cart", "namespace": "shop",
+            "spec": { "parentRefs": [{ "group": "", "kind": "Service", "name": "cart" }] }
+        }))
+        .unwrap();
+        for resource in [MeshResource::from(vs), MeshResource::from(grpc)] {
+            let key = resource.key();
+            assert_eq!(ResourceKind::from_wire(key.kind.as_str()), Some(key.kind));
+            let decoded = MeshResource::decode(&key, &resource.encode().unwrap()).unwrap();
+            assert_eq!(decoded, resource);
+        }
+        let invalid = ResourceKey::new(ResourceKind::VirtualService, "shop", "cart");
+        let err =
+            MeshResource::decode(&invalid, br#"{"name":"cart","namespace":"shop","spec":{}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("spec.hosts"), "{err}");
+    }
+}
