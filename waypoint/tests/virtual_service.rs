@@ -493,3 +493,47 @@ async fn grpc_route_matches_methods_of_h2_grpc_calls() {
     let answer = client.get("/shop.Cart/Add").await;
     assert_eq!(answer.status, 404);
 }
+
+#[tokio::test]
+async fn httproute_request_mirror_filter() {
+    let (mirror, mut copies) = mirror_upstream(Duration::ZERO).await;
+    let main = Upstream::start("main", Behavior::Echo).await;
+    let harness = Harness::start(|zt| {
+        config(
+            zt,
+            vec![
+                service(
+                    "cart",
+                    "10.96.0.10",
+                    &[(Some("http"), 8080, main.addr.port())],
+                    &["main-1"],
+                ),
+                service(
+                    "mirror",
+                    "10.96.0.20",
+                    &[(Some("http"), 80, mirror.port())],
+                    &["m-1"],
+                ),
+            ],
+            vec![workload("main-1"), workload("m-1")],
+            vec![],
+            vec![route(
+                "cart",
+                "cart",
+                json!([{ "filters": [{ "type": "RequestMirror", "requestMirror": {
+                            "backendRef": { "name": "mirror", "port": 80 }, "percent": 100 } }],
+                         "backendRefs": [{ "name": "cart", "port": 8080 }] }]),
+            )],
+        )
+    })
+    .await;
+    let mut client = harness.client("10.96.0.10:8080", true).await;
+    let mut request = request("PUT", "/items/7?x=1", &[]);
+    *request.body_mut() = Full::new(Bytes::from_static(b"payload"));
+    let answer = client.send(request).await;
+    assert_eq!((answer.status.as_u16(), answer.backend()), (200, "main"));
+    let copy = within(copies.recv()).await.unwrap();
+    assert_eq!(copy.host, "cart.test-shadow");
+    assert_eq!(copy.path, "/items/7");
+    assert_eq!(copy.body, "payload");
+}
