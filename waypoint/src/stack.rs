@@ -130,7 +130,7 @@ impl Default for HttpLimits {
             max_requests_per_connection: None,
             protocol_detection_timeout: Duration::from_secs(1),
             max_retry_body_bytes: 1024 * 1024,
-            max_mirror_body_bytes: 1024 * 1024,
+            max_mirror_body_bytes: 64 * 1024,
         }
     }
 }

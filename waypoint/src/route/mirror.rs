@@ -20,8 +20,9 @@ use tracing::debug;
 
 use crate::route::filters::split_host_port;
 
-/// Mirrored requests in flight at once, across the waypoint.
-pub const MAX_MIRRORS_IN_FLIGHT: usize = 512;
+/// Mirrored requests in flight at once, across the waypoint. With the default 64 KiB body
+/// bound this caps the memory copies can hold at 16 MiB.
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
 
 /// A body that passes every frame through and keeps a copy of the data, up to a limit.
 #[derive(Debug)]
