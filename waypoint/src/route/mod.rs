@@ -12,7 +12,8 @@
 //! by creation time, which we do not have).
 //!
 //! GRPCRoute rules are HTTPRoute-shaped rules whose every match requires a gRPC
-//! `content-type` (see [`ambit_model::grpc_route`]), so they only ever select gRPC requests.
+//! `content-type` (see [`ambit_model::grpc_route`]) and HTTP/2, so they only ever select gRPC
+//! requests.
 //! When both kinds attach to one service, a gRPC request tries every GRPCRoute match before
 //! any HTTPRoute match (the Gateway API leaves this mix undefined; a gRPC-specific rule is the
 //! more specific intent), and within each kind the precedence below applies.
@@ -37,7 +38,7 @@ use std::sync::Arc;
 use ambit_model::route::{PathMatch, RouteMatch, RouteRule, ValueMatch};
 use ambit_model::{GrpcRoute, HttpRoute, VirtualService};
 use http::request::Parts;
-use http::{HeaderName, Method};
+use http::{HeaderName, Method, Version};
 use regex::Regex;
 
 use crate::config::ServiceKey;
@@ -99,6 +100,8 @@ struct CompiledMatch {
     headers: Vec<(HeaderName, ValueMatcher)>,
     query: Vec<(String, ValueMatcher)>,
     method: Option<Method>,
+    /// GRPCRoute matches: gRPC runs over HTTP/2 only.
+    h2_only: bool,
 }
 
 /// Sort key: smaller is more specific.
@@ -269,6 +272,9 @@ impl CompiledMatch {
     /// `Some(prefix)` if the request matches (with the matched `PathPrefix`, if that was the
     /// path condition), `None` otherwise.
     fn matches(&self, request: &Parts) -> Option<Option<&str>> {
+        if self.h2_only && request.version != Version::HTTP_2 {
+            return None;
+        }
         let path = request.uri.path();
         let prefix = match &self.path {
             PathMatcher::Exact(exact) => (path == exact).then_some(None)?,
@@ -392,6 +398,7 @@ fn compile_match(
         headers,
         query,
         method,
+        h2_only: rule.kind == RouteKind::GrpcRoute,
     })
 }
 

@@ -232,14 +232,20 @@ fn grpc_routes_match_methods_of_grpc_requests_only() {
     ]));
     let plain = route("r", json!([{ "backendRefs": backend("http") }]));
     let table = RouteTable::build_all(&[plain], &[grpc], &[]).unwrap();
-    let grpc_call =
-        |path: &str| request("POST", path, &[("content-type", "application/grpc+proto")]);
+    let grpc_call = |path: &str| {
+        let mut call = request("POST", path, &[("content-type", "application/grpc+proto")]);
+        call.version = http::Version::HTTP_2;
+        call
+    };
     assert_eq!(selected(&table, &grpc_call("/shop.Cart/Add")), "add");
     // A matching service outranks a method-only match (GRPCRoute precedence).
     assert_eq!(selected(&table, &grpc_call("/shop.Cart/GetItems")), "cart");
     assert_eq!(selected(&table, &grpc_call("/other.Svc/GetItems")), "get");
     assert_eq!(selected(&table, &grpc_call("/shop.Cart/Remove")), "cart");
     assert_eq!(selected(&table, &grpc_call("/other.Svc/Remove")), "http");
+    let mut over_h1 = grpc_call("/shop.Cart/Add");
+    over_h1.version = http::Version::HTTP_11;
+    assert_eq!(selected(&table, &over_h1), "http", "gRPC needs HTTP/2");
     assert_eq!(
         selected(
             &table,
