@@ -34,6 +34,8 @@ pub struct WaypointOptions {
     pub pool: PoolConfig,
     /// Where to record Istio's request metrics; none recorded when unset.
     pub metrics: Option<Metrics>,
+    /// Seed of the fault-injection dice (tests); from the OS when unset.
+    pub fault_seed: Option<u64>,
 }
 
 /// A running waypoint.
@@ -66,6 +68,7 @@ impl WaypointOptions {
             server: ServerConfig::default(),
             pool: PoolConfig::default(),
             metrics: None,
+            fault_seed: None,
         }
     }
 }
@@ -91,6 +94,9 @@ impl Waypoint {
         let mut stack = Stack::new(config, upstream, options.limits.clone());
         if let Some(metrics) = &options.metrics {
             stack = stack.with_metrics(metrics.clone());
+        }
+        if let Some(seed) = options.fault_seed {
+            stack = stack.with_fault_seed(seed);
         }
         let stack = Arc::new(stack);
         let handler = move |request, responder| stack.clone().on_connect(request, responder);

@@ -326,6 +326,8 @@ mod tests {
             name: name.into(),
             port: 80,
             weight,
+            subset: None,
+            filters: Vec::new(),
         }
     }
 

@@ -16,6 +16,8 @@
 //! routes: [ ... ]         # {name, namespace, spec: HTTPRoute spec}
 //! destinationRules: [ ... ]  # {name, namespace, spec: DestinationRule spec}
 //! localRateLimits: [ ... ]   # {name, namespace, spec: LocalRateLimit spec} (docs/ratelimit.md)
+//! grpcRoutes: [ ... ]     # {name, namespace, spec: GRPCRoute spec}
+//! virtualServices: [ ... ] # {name, namespace, spec: VirtualService spec (HTTP part)}
 //! ```
 //!
 //! The controller's push (`--controller`) produces the same [`ConfigFile`] from its stream
@@ -29,7 +31,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime};
 
 use ambit_model::{
-    AuthorizationPolicy, DestinationRule, HttpRoute, LocalRateLimit, Service, Workload,
+    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, Service,
+    VirtualService, Workload,
 };
 use arc_swap::ArcSwap;
 use serde::Deserialize;
@@ -75,6 +78,12 @@ pub struct ConfigFile {
     /// Local rate limits on services or on this waypoint.
     #[serde(default)]
     pub local_rate_limits: Vec<LocalRateLimit>,
+    /// gRPC routes with Service parents.
+    #[serde(default)]
+    pub grpc_routes: Vec<GrpcRoute>,
+    /// VirtualServices; a service with an HTTPRoute or GRPCRoute ignores them.
+    #[serde(default)]
+    pub virtual_services: Vec<VirtualService>,
 }
 
 /// `namespace/name` of a Gateway.
@@ -125,6 +134,8 @@ pub struct Snapshot {
     /// Destination rules by the service their host names.
     destination_rules: HashMap<ServiceKey, Arc<DestinationRule>>,
     local_rate_limits: Vec<Arc<LocalRateLimit>>,
+    grpc_route_specs: Vec<GrpcRoute>,
+    virtual_service_specs: Vec<VirtualService>,
 }
 
 /// Why a configuration could not be loaded.
@@ -210,7 +221,6 @@ impl Snapshot {
                 ));
             }
         }
-        let routes = RouteTable::build(&file.routes)?;
         let mut destination_rules: HashMap<ServiceKey, Arc<DestinationRule>> = HashMap::new();
         for (i, rule) in file.destination_rules.into_iter().enumerate() {
             let Some((namespace, name)) = rule.service() else {
@@ -232,6 +242,8 @@ impl Snapshot {
                 ));
             }
         }
+        let routes =
+            RouteTable::build_all(&file.routes, &file.grpc_routes, &file.virtual_services)?;
         Ok(Self {
             generation,
             waypoint: file.waypoint,
@@ -246,6 +258,8 @@ impl Snapshot {
             route_specs: file.routes,
             destination_rules,
             local_rate_limits: file.local_rate_limits.into_iter().map(Arc::new).collect(),
+            grpc_route_specs: file.grpc_routes,
+            virtual_service_specs: file.virtual_services,
         })
     }
 
@@ -270,6 +284,8 @@ impl Snapshot {
             "routes": self.route_specs,
             "destinationRules": rules,
             "localRateLimits": self.local_rate_limits.iter().map(|r| &**r).collect::<Vec<_>>(),
+            "grpcRoutes": self.grpc_route_specs,
+            "virtualServices": self.virtual_service_specs,
         })
     }
 

@@ -208,6 +208,33 @@ impl ProxyError {
         )
     }
 
+    /// Whether nothing reached the upstream: the connection or the stream could not be opened
+    /// (Envoy's `connect-failure` and `refused-stream`).
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::ConnectFailure
+                | ErrorKind::UpstreamReset {
+                    before_request_sent: true
+                }
+        )
+    }
+
+    /// Whether the upstream reset or closed after the request was sent (Envoy's `reset`).
+    pub fn is_reset(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::UpstreamReset {
+                before_request_sent: false
+            }
+        )
+    }
+
+    /// Whether one try's backend-request (per-try) timeout caused this.
+    pub fn is_per_try_timeout(&self) -> bool {
+        matches!(self.kind, ErrorKind::PerTryTimeout)
+    }
+
     /// Whether a timeout (overall or per try) caused this.
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, ErrorKind::Timeout | ErrorKind::PerTryTimeout)

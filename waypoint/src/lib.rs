@@ -3,7 +3,7 @@
 //! A client's ztunnel sends HBONE to the waypoint with `:authority` = the original
 //! destination (service VIP:port or pod IP:port). The waypoint authorizes each HTTP request
 //! against the AuthorizationPolicies targeting the service or the waypoint, routes it by
-//! HTTPRoute, picks an endpoint and re-originates HBONE to that endpoint's ztunnel with its
+//! HTTPRoute, GRPCRoute or VirtualService (Gateway API routes win for a service), picks an endpoint and re-originates HBONE to that endpoint's ztunnel with its
 //! own certificate. Ports declared TCP (or detected as non-HTTP) are proxied as opaque bytes
 //! under L4 policy.
 //!
@@ -12,7 +12,8 @@
 //! - [`stack`]: every phase of a tunnel and of a request, top to bottom;
 //! - [`detect`]: HTTP/1, h2c or opaque;
 //! - [`authz`]: which policies apply, request attributes;
-//! - [`route`]: rule selection by Gateway API precedence, and [`route::filters`];
+//! - [`route`]: rule selection (Gateway API precedence; VirtualService order), and
+//!   [`route::filters`], [`route::fault`] (delay/abort injection), [`route::mirror`];
 //! - [`balance`], [`retry`]: backend/endpoint choice, retry decisions and backoff;
 //! - [`upstream`]: HBONE + HTTP/1.1 or HTTP/2 to endpoints;
 //! - [`errors`]: the only place failures become responses;
@@ -29,6 +30,9 @@
 //! Not yet implemented (issue 4): the controller's gRPC config, RequestAuthentication (JWT),
 //! GRPCRoute, VirtualService, RequestMirror, tracing/OTLP, the JSON access log, h2 extended
 //! CONNECT, and DestinationRule policies on opaque TCP (round robin only there).
+//! Not yet implemented (issue 4): the controller's gRPC config, WebSocket/Upgrade,
+//! RequestAuthentication (JWT), DestinationRule (subsets, LB algorithms, connection pools,
+//! outlier detection), rate limiting, tracing/OTLP and the JSON access log.
 #![forbid(unsafe_code)]
 
 pub mod app;

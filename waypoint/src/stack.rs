@@ -4,8 +4,9 @@
 //! ```text
 //! per tunnel:   accept HBONE ─► resolve destination ─► detect protocol ─┬─► serve HTTP (h1/h2c)
 //!                                                                       └─► serve TCP (L4 policy, copy)
-//! per request:  authorize ─► route ─► request filters ─► [pick backend ─► pick endpoint ─► upstream
-//!               (retries, timeouts)] ─► response filters ─► log
+//! per request:  authorize ─► route ─► request filters ─► fault injection ─► mirrors (spawned)
+//!               ─► [pick backend ─► pick endpoint ─► upstream (retries, timeouts)]
+//!               ─► response filters ─► log
 //! ```
 //!
 //! Failures of any phase are [`ProxyError`]s and become responses only in
@@ -13,12 +14,13 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ambit_hbone::{ByteCounters, HboneStream, InboundRequest, Responder, Target};
 use ambit_identity::SpiffeId;
+use ambit_model::route::{Backend, RouteFilter};
 use ambit_model::{AppProtocol, Workload};
 use ambit_policy::Connection;
 use ambit_telemetry::{Metrics, ResponseFlags};
@@ -27,12 +29,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::sync::Notify;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tracing::{debug, info};
 
 use crate::authz::{self, HttpAttributes};
@@ -46,7 +50,8 @@ use crate::outlier::TryOutcome;
 use crate::ratelimit::{RateLimitRequest, RateLimiter};
 use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
-use crate::route::{CompiledRule, Selection};
+use crate::route::mirror::{self, MirrorLimiter, TeeBody};
+use crate::route::{CompiledRule, Selection, fault};
 use crate::upgrade;
 use crate::upstream::{SendLimits, Upstream, UpstreamBody, UpstreamProtocol};
 
@@ -66,16 +71,21 @@ pub struct HttpLimits {
     pub protocol_detection_timeout: Duration,
     /// Largest request body buffered so a request can be retried; beyond → `413`.
     pub max_retry_body_bytes: usize,
+    /// Largest request body copied to a mirror; larger requests are not mirrored.
+    pub max_mirror_body_bytes: usize,
 }
 
 /// The L7 proxy behind the HBONE server.
 #[derive(Debug)]
 pub struct Stack {
     config: ConfigHandle,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     limits: HttpLimits,
     metrics: Option<Metrics>,
     rate_limits: RateLimiter,
+    /// The dice of fault injection (seedable, so tests are deterministic).
+    fault_rng: Mutex<StdRng>,
+    mirrors: MirrorLimiter,
 }
 
 /// A downstream request body, counted as it streams.
@@ -132,6 +142,7 @@ impl Default for HttpLimits {
             max_requests_per_connection: None,
             protocol_detection_timeout: Duration::from_secs(1),
             max_retry_body_bytes: 1024 * 1024,
+            max_mirror_body_bytes: 64 * 1024,
         }
     }
 }
@@ -141,11 +152,19 @@ impl Stack {
     pub fn new(config: ConfigHandle, upstream: Upstream, limits: HttpLimits) -> Self {
         Self {
             config,
-            upstream,
+            upstream: Arc::new(upstream),
             limits,
             metrics: None,
             rate_limits: RateLimiter::default(),
+            fault_rng: Mutex::new(StdRng::from_os_rng()),
+            mirrors: MirrorLimiter::default(),
         }
+    }
+
+    /// Seeds the fault-injection dice, so which requests are delayed or aborted repeats.
+    pub fn with_fault_seed(mut self, seed: u64) -> Self {
+        self.fault_rng = Mutex::new(StdRng::seed_from_u64(seed));
+        self
     }
 
     /// Records Istio's request metrics into `metrics`.
@@ -430,6 +449,22 @@ impl Stack {
         {
             return Ok(response);
         }
+        if let Some(fault) = rule.and_then(|r| r.fault.as_ref()) {
+            let plan = {
+                let mut rng = self
+                    .fault_rng
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                fault::decide(fault, &mut *rng)
+            };
+            log.flags = plan.flags();
+            if let Some(delay) = plan.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(abort) = plan.abort {
+                return Ok(fault::abort_response(abort));
+            }
+        }
         if upgrade::is_upgrade(parts) {
             let on_upgrade = parts.extensions.remove::<OnUpgrade>();
             let response = self
@@ -444,6 +479,7 @@ impl Stack {
             }
             return Ok(response);
         }
+        let body = self.start_mirrors(snapshot, tunnel, &routed, parts, body);
         let request_timeout = rule.and_then(|r| r.request_timeout);
         let exchange = self.forward(snapshot, tunnel, &routed, parts, body, log);
         let mut response = match request_timeout {
@@ -483,6 +519,55 @@ impl Stack {
         Ok(())
     }
 
+    // ─── Mirrors ──────────────────────────────────────────────────────────────────────
+
+    /// Starts the rule's mirrors that this request falls into: the body streams on through
+    /// a [`TeeBody`] and a spawned task sends the copies once it is complete. Mirrors that
+    /// cannot be resolved, or exceed the in-flight cap, are skipped; the main request never
+    /// waits for or fails because of a mirror.
+    fn start_mirrors(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        routed: &Routed,
+        parts: &Parts,
+        body: DownstreamBody,
+    ) -> UpstreamBody {
+        let Some(rule) = &routed.rule else {
+            return body.map_err(Into::into).boxed_unsync();
+        };
+        let mut targets = Vec::new();
+        for filter in &rule.rule.filters {
+            let RouteFilter::Mirror(mirror) = filter else {
+                continue;
+            };
+            if !fault::hit(mirror.fraction, &mut rand::rng()) {
+                continue;
+            }
+            match mirror_target(snapshot, tunnel, &mirror.backend, parts) {
+                Ok(target) => targets.push(target),
+                Err(err) => debug!(%err, backend = %mirror.backend.name, "mirror skipped"),
+            }
+        }
+        if targets.is_empty() {
+            return body.map_err(Into::into).boxed_unsync();
+        }
+        let Some(permit) = self.mirrors.try_acquire() else {
+            debug!("mirror skipped: too many mirrored requests in flight");
+            return body.map_err(Into::into).boxed_unsync();
+        };
+        let (tee, copy) = TeeBody::new(body, self.limits.max_mirror_body_bytes);
+        let timeout = rule.rule.request_timeout.unwrap_or(MIRROR_TIMEOUT);
+        tokio::spawn(send_mirrors(
+            self.upstream.clone(),
+            targets,
+            copy,
+            permit,
+            timeout,
+        ));
+        tee.map_err(Into::into).boxed_unsync()
+    }
+
     // ─── Phases 5–7: backends, endpoints, upstream, with retries ─────────────────────
 
     /// Sends the request to a backend of the rule (or the destination itself), retrying on
@@ -493,7 +578,7 @@ impl Stack {
         tunnel: &Tunnel,
         routed: &Routed,
         parts: &Parts,
-        body: DownstreamBody,
+        body: UpstreamBody,
         log: &mut RequestLog,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let rule = routed.rule.as_ref().map(|r| &r.rule);
@@ -525,9 +610,10 @@ impl Stack {
             let retries_left = tries <= max_retries;
             let retry = match (&outcome, retry_policy) {
                 (Ok(response), Some(policy)) => {
-                    retries_left && retry::retry_status(policy, response.status())
+                    retries_left
+                        && retry::retry_response(policy, response.status(), response.headers())
                 }
-                (Err(err), Some(_)) => retries_left && err.is_retryable(),
+                (Err(err), Some(policy)) => retries_left && retry::retry_error(policy, err),
                 (_, None) => false,
             };
             // The previous retry is over; this request holds at most one unit at a time.
@@ -563,7 +649,7 @@ impl Stack {
         log: &mut RequestLog,
     ) -> Result<Response<Incoming>, ProxyError> {
         log.tries = 1;
-        let (endpoint, _, picked) =
+        let (endpoint, _, picked, _) =
             pick_upstream(snapshot, &self.upstream, tunnel, routed, parts, log)?;
         log.endpoint = Some(endpoint.addr);
         log.workload = Some(endpoint.workload.clone());
@@ -602,12 +688,19 @@ impl Stack {
         per_try_timeout: Option<Duration>,
         log: &mut RequestLog,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let (endpoint, protocol, picked) =
+        let (endpoint, protocol, picked, backend) =
             pick_upstream(snapshot, &self.upstream, tunnel, routed, parts, log)?;
         log.endpoint = Some(endpoint.addr);
         log.workload = Some(endpoint.workload.clone());
         let body = body.ok_or_else(|| ProxyError::malformed("request body already consumed"))?;
-        let request = upstream_request(parts, body, protocol, &endpoint)?;
+        let mut request = upstream_request(parts, body, protocol, &endpoint)?;
+        // Per-destination header operations (VirtualService `route[].headers`).
+        let backend_filters = backend.map_or(&[][..], |b| b.filters.as_slice());
+        for filter in backend_filters {
+            if let RouteFilter::RequestHeaders(modifier) = filter {
+                filters::modify_headers(request.headers_mut(), modifier);
+            }
+        }
         let limits = match &picked {
             Some(picked) => SendLimits {
                 counters: picked.cluster.counters().clone(),
@@ -642,7 +735,9 @@ impl Stack {
             // Counted as in flight (LEAST_REQUEST, http2MaxRequests) until its body ends.
             log.picked = Some(picked);
         }
-        result
+        let mut response = result?;
+        filters::apply_response(backend_filters, response.headers_mut());
+        Ok(response)
     }
 }
 
@@ -655,14 +750,25 @@ struct Routed {
 
 /// A request body: streamed once, or buffered so it can be sent again.
 enum RequestBody {
-    Streaming(Option<DownstreamBody>),
+    Streaming(Option<UpstreamBody>),
     Buffered(Bytes),
 }
+
+/// One mirror copy to send: the request head (with the `-shadow` host) and where it goes.
+#[derive(Debug)]
+struct MirrorTarget {
+    parts: Parts,
+    endpoint: EndpointTarget,
+    protocol: UpstreamProtocol,
+}
+
+/// How long a mirror copy may take when the rule sets no request timeout.
+const MIRROR_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl RequestBody {
     fn take(&mut self) -> Option<UpstreamBody> {
         match self {
-            Self::Streaming(body) => body.take().map(|b| b.map_err(Into::into).boxed_unsync()),
+            Self::Streaming(body) => body.take(),
             Self::Buffered(bytes) => Some(
                 Full::new(bytes.clone())
                     .map_err(|never| match never {})
@@ -780,16 +886,26 @@ fn route(snapshot: &Snapshot, tunnel: &Tunnel, parts: &Parts) -> Result<Routed, 
 
 // ─── Phase 5–6: backend and endpoint ───────────────────────────────────────────────────
 
-/// The endpoint and HTTP version for one try; for a service, the endpoint is chosen under
-/// its DestinationRule and comes with the destination's state ([`Picked`]).
-fn pick_upstream(
+/// What [`pick_upstream`] chose: the endpoint, the HTTP version, the destination's state
+/// when the endpoint belongs to a service, and the rule's backend.
+type UpstreamChoice<'r> = (
+    EndpointTarget,
+    UpstreamProtocol,
+    Option<Picked>,
+    Option<&'r Backend>,
+);
+
+/// The endpoint and HTTP version for one try, with the rule's backend it belongs to; for a
+/// service, the endpoint is chosen under its DestinationRule (the backend's subset, if it
+/// names one) and comes with the destination's state ([`Picked`]).
+fn pick_upstream<'r>(
     snapshot: &Snapshot,
     upstream: &Upstream,
     tunnel: &Tunnel,
-    routed: &Routed,
+    routed: &'r Routed,
     parts: &Parts,
     log: &mut RequestLog,
-) -> Result<(EndpointTarget, UpstreamProtocol, Option<Picked>), ProxyError> {
+) -> Result<UpstreamChoice<'r>, ProxyError> {
     let downstream = parts.version;
     let destination = &tunnel.destination;
     if let Some(pod) = &destination.pod {
@@ -798,24 +914,19 @@ fn pick_upstream(
             endpoint,
             upstream_protocol(destination.protocol, downstream),
             None,
+            None,
         ));
     }
     let Some(entry) = &destination.service else {
         return Err(ProxyError::no_healthy_upstream());
     };
-    let (entry, port) = match &routed.rule {
-        None => (entry.clone(), destination.target.port()),
+    let (entry, port, backend) = match &routed.rule {
+        None => (entry.clone(), destination.target.port(), None),
         Some(rule) => {
             let backend = balance::pick_backend(&rule.rule.backends, &mut rand::rng())
                 .ok_or_else(|| ProxyError::bad_backend("the rule has no backend with weight"))?;
-            let key = ServiceKey {
-                namespace: backend.namespace.clone(),
-                name: backend.name.clone(),
-            };
-            let entry = snapshot.service(&key).ok_or_else(|| {
-                ProxyError::bad_backend(format!("service {}/{} not found", key.namespace, key.name))
-            })?;
-            (entry.clone(), backend.port)
+            let (entry, port) = backend_service(snapshot, backend, destination.target.port())?;
+            (entry, port, Some(backend))
         }
     };
     log.backend = Some(format!(
@@ -831,11 +942,115 @@ fn pick_upstream(
     let request = PickRequest {
         parts,
         client_ip: tunnel.client_ip,
-        // HTTPRoute backends name no subset; VirtualService destinations pass theirs here.
-        subset: None,
+        subset: backend.and_then(|b| b.subset.as_deref()),
     };
     let picked = balance::pick(snapshot, upstream.clusters(), &entry, port, request)?;
-    Ok((picked.endpoint.clone(), protocol, Some(picked)))
+    Ok((picked.endpoint.clone(), protocol, Some(picked), backend))
+}
+
+/// The service a backend names, and its port: a VirtualService destination without a port
+/// (port 0) goes to the service's only port, else to the port the request was addressed to.
+fn backend_service(
+    snapshot: &Snapshot,
+    backend: &Backend,
+    request_port: u16,
+) -> Result<(Arc<ServiceEntry>, u16), ProxyError> {
+    let key = ServiceKey {
+        namespace: backend.namespace.clone(),
+        name: backend.name.clone(),
+    };
+    let entry = snapshot.service(&key).ok_or_else(|| {
+        ProxyError::bad_backend(format!("service {}/{} not found", key.namespace, key.name))
+    })?;
+    let port = match (backend.port, entry.service.ports()) {
+        (0, [only]) => only.port,
+        (0, _) => request_port,
+        (port, _) => port,
+    };
+    Ok((entry.clone(), port))
+}
+
+/// Where one mirror copy goes: the mirror backend's endpoint, and the request head with
+/// its host marked `-shadow`.
+fn mirror_target(
+    snapshot: &Snapshot,
+    tunnel: &Tunnel,
+    backend: &Backend,
+    parts: &Parts,
+) -> Result<MirrorTarget, ProxyError> {
+    let (entry, port) = backend_service(snapshot, backend, tunnel.destination.target.port())?;
+    let service_port = entry.service.port(port).ok_or_else(|| {
+        ProxyError::bad_backend(format!("{} has no port {port}", entry.service.hostname()))
+    })?;
+    let protocol = upstream_protocol(service_port.protocol(), parts.version);
+    // TODO(subsets for mirrors): a mirror copy goes to any endpoint of the mirror service; its
+    // subset is not applied yet (the main request's pick is).
+    let endpoint = balance::pick_endpoint(snapshot, &entry, port)
+        .ok_or_else(ProxyError::no_healthy_upstream)?;
+    let mut copy = Request::new(());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    let (mut copy, ()) = copy.into_parts();
+    let host = filters::request_host(parts)
+        .map(str::to_owned)
+        .unwrap_or_else(|| entry.service.hostname().to_string());
+    filters::set_host(&mut copy, &mirror::shadow_host(&host))?;
+    Ok(MirrorTarget {
+        parts: copy,
+        endpoint,
+        protocol,
+    })
+}
+
+/// Sends the mirror copies once the request body has been copied whole; every answer is
+/// read and discarded. Holds its in-flight permit until done or `timeout`.
+async fn send_mirrors(
+    upstream: Arc<Upstream>,
+    targets: Vec<MirrorTarget>,
+    copy: oneshot::Receiver<Bytes>,
+    permit: OwnedSemaphorePermit,
+    timeout: Duration,
+) {
+    let work = async {
+        let Ok(body) = copy.await else {
+            // Too large, failed, or the main request ended before its body did.
+            return;
+        };
+        let sends = targets.iter().map(|target| {
+            let body = Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed_unsync();
+            let upstream = &upstream;
+            async move {
+                let request =
+                    upstream_request(&target.parts, body, target.protocol, &target.endpoint)?;
+                let response = upstream
+                    .send(&target.endpoint, target.protocol, request)
+                    .await?;
+                let status = response.status();
+                let mut body = response.into_body();
+                while let Some(frame) = body.frame().await {
+                    frame.map_err(|err| ProxyError::upstream_reset(false, err))?;
+                }
+                Ok::<_, ProxyError>(status)
+            }
+        });
+        for (target, result) in targets
+            .iter()
+            .zip(futures_util::future::join_all(sends).await)
+        {
+            match result {
+                Ok(status) => debug!(endpoint = %target.endpoint.addr, %status, "mirror answered"),
+                Err(err) => debug!(endpoint = %target.endpoint.addr, %err, "mirror failed"),
+            }
+        }
+    };
+    if tokio::time::timeout(timeout, work).await.is_err() {
+        debug!("mirror timed out");
+    }
+    drop(permit);
 }
 
 fn pick_tcp_endpoint(snapshot: &Snapshot, destination: &Destination) -> Option<EndpointTarget> {
@@ -948,14 +1163,18 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-async fn buffer_body(body: DownstreamBody, limit: usize) -> Result<Bytes, ProxyError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::body_too_large(limit))
+async fn buffer_body(mut body: UpstreamBody, limit: usize) -> Result<Bytes, ProxyError> {
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| ProxyError::malformed(format!("request body: {err}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(ProxyError::body_too_large(limit));
+            }
+            buffer.extend_from_slice(&data);
         }
-        Err(err) => Err(ProxyError::malformed(format!("request body: {err}"))),
     }
+    Ok(buffer.freeze())
 }
 
 // ─── Phase 8: response ─────────────────────────────────────────────────────────────────

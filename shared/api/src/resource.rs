@@ -7,8 +7,8 @@
 use std::fmt;
 
 use ambit_model::{
-    AuthorizationPolicy, DestinationRule, HttpRoute, LocalRateLimit, PeerAuthentication, Service,
-    Workload,
+    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, PeerAuthentication,
+    Service, VirtualService, Workload,
 };
 use bytes::Bytes;
 
@@ -32,6 +32,10 @@ pub enum ResourceKind {
     DestinationRule,
     /// [`LocalRateLimit`] (Ambit's local rate limit, for waypoints).
     LocalRateLimit,
+    /// [`GrpcRoute`] (Gateway API GRPCRoute, for waypoints).
+    GrpcRoute,
+    /// [`VirtualService`] (Istio VirtualService, HTTP routes, for waypoints).
+    VirtualService,
 }
 
 /// Identifies one resource within a scope.
@@ -63,6 +67,10 @@ pub enum MeshResource {
     DestinationRule(Box<DestinationRule>),
     /// A local rate limit (waypoints only).
     LocalRateLimit(LocalRateLimit),
+    /// A gRPC route (waypoints only).
+    GrpcRoute(GrpcRoute),
+    /// A VirtualService (waypoints only).
+    VirtualService(VirtualService),
 }
 
 /// A resource that could not be encoded or decoded.
@@ -75,13 +83,15 @@ pub struct ResourceError {
 
 impl ResourceKind {
     /// Every kind, in wire-name order.
-    pub const ALL: [ResourceKind; 7] = [
+    pub const ALL: [ResourceKind; 9] = [
         ResourceKind::AuthorizationPolicy,
         ResourceKind::DestinationRule,
+        ResourceKind::GrpcRoute,
         ResourceKind::HttpRoute,
         ResourceKind::LocalRateLimit,
         ResourceKind::PeerAuthentication,
         ResourceKind::Service,
+        ResourceKind::VirtualService,
         ResourceKind::Workload,
     ];
 
@@ -95,6 +105,8 @@ impl ResourceKind {
             ResourceKind::HttpRoute => "HttpRoute",
             ResourceKind::DestinationRule => "DestinationRule",
             ResourceKind::LocalRateLimit => "LocalRateLimit",
+            ResourceKind::GrpcRoute => "GrpcRoute",
+            ResourceKind::VirtualService => "VirtualService",
         }
     }
 
@@ -154,6 +166,8 @@ impl MeshResource {
             MeshResource::HttpRoute(r) => (r.namespace(), r.name()),
             MeshResource::DestinationRule(r) => (r.namespace(), r.name()),
             MeshResource::LocalRateLimit(r) => (r.namespace(), r.name()),
+            MeshResource::GrpcRoute(r) => (r.namespace(), r.name()),
+            MeshResource::VirtualService(v) => (v.namespace(), v.name()),
         };
         ResourceKey::new(self.kind(), namespace, name)
     }
@@ -168,6 +182,8 @@ impl MeshResource {
             MeshResource::HttpRoute(_) => ResourceKind::HttpRoute,
             MeshResource::DestinationRule(_) => ResourceKind::DestinationRule,
             MeshResource::LocalRateLimit(_) => ResourceKind::LocalRateLimit,
+            MeshResource::GrpcRoute(_) => ResourceKind::GrpcRoute,
+            MeshResource::VirtualService(_) => ResourceKind::VirtualService,
         }
     }
 
@@ -181,6 +197,8 @@ impl MeshResource {
             MeshResource::HttpRoute(r) => serde_json::to_vec(r),
             MeshResource::DestinationRule(r) => serde_json::to_vec(r),
             MeshResource::LocalRateLimit(r) => serde_json::to_vec(r),
+            MeshResource::GrpcRoute(r) => serde_json::to_vec(r),
+            MeshResource::VirtualService(v) => serde_json::to_vec(v),
         };
         json.map(Bytes::from).map_err(|err| ResourceError {
             what: self.key().to_string(),
@@ -205,6 +223,10 @@ impl MeshResource {
             }
             ResourceKind::LocalRateLimit => {
                 serde_json::from_slice(payload).map(MeshResource::LocalRateLimit)
+            }
+            ResourceKind::GrpcRoute => serde_json::from_slice(payload).map(MeshResource::GrpcRoute),
+            ResourceKind::VirtualService => {
+                serde_json::from_slice(payload).map(MeshResource::VirtualService)
             }
         };
         let resource = decoded.map_err(|err| ResourceError {
@@ -269,10 +291,26 @@ impl MeshResource {
         }
     }
 
+    /// The gRPC route, if this is one.
+    pub fn as_grpc_route(&self) -> Option<&GrpcRoute> {
+        match self {
+            MeshResource::GrpcRoute(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The local rate limit, if this is one.
     pub fn as_local_rate_limit(&self) -> Option<&LocalRateLimit> {
         match self {
             MeshResource::LocalRateLimit(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The VirtualService, if this is one.
+    pub fn as_virtual_service(&self) -> Option<&VirtualService> {
+        match self {
+            MeshResource::VirtualService(v) => Some(v),
             _ => None,
         }
     }
@@ -287,6 +325,18 @@ impl From<DestinationRule> for MeshResource {
 impl From<LocalRateLimit> for MeshResource {
     fn from(value: LocalRateLimit) -> Self {
         MeshResource::LocalRateLimit(value)
+    }
+}
+
+impl From<GrpcRoute> for MeshResource {
+    fn from(value: GrpcRoute) -> Self {
+        MeshResource::GrpcRoute(value)
+    }
+}
+
+impl From<VirtualService> for MeshResource {
+    fn from(value: VirtualService) -> Self {
+        MeshResource::VirtualService(value)
     }
 }
 
@@ -331,6 +381,8 @@ impl ResourceError {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -357,5 +409,30 @@ mod tests {
         assert!(
             MeshResource::decode(&wrong, br#"{"name":"rl","namespace":"shop","spec":{}}"#).is_err()
         );
+    }
+
+    #[test]
+    fn route_kinds_round_trip_on_the_wire() {
+        let vs: VirtualService = serde_json::from_value(json!({
+            "name": "cart", "namespace": "shop",
+            "spec": { "hosts": ["cart"], "http": [{ "route": [{ "destination": { "host": "cart" } }] }] }
+        }))
+        .unwrap();
+        let grpc: GrpcRoute = serde_json::from_value(json!({
+            "name": "cart", "namespace": "shop",
+            "spec": { "parentRefs": [{ "group": "", "kind": "Service", "name": "cart" }] }
+        }))
+        .unwrap();
+        for resource in [MeshResource::from(vs), MeshResource::from(grpc)] {
+            let key = resource.key();
+            assert_eq!(ResourceKind::from_wire(key.kind.as_str()), Some(key.kind));
+            let decoded = MeshResource::decode(&key, &resource.encode().unwrap()).unwrap();
+            assert_eq!(decoded, resource);
+        }
+        let invalid = ResourceKey::new(ResourceKind::VirtualService, "shop", "cart");
+        let err =
+            MeshResource::decode(&invalid, br#"{"name":"cart","namespace":"shop","spec":{}}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("spec.hosts"), "{err}");
     }
 }

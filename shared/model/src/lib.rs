@@ -9,6 +9,7 @@
 pub mod authz;
 pub mod destination_rule;
 pub mod error;
+pub mod grpc_route;
 pub mod labels;
 pub mod pattern;
 pub mod peer_auth;
@@ -16,6 +17,7 @@ pub mod protocol;
 pub mod rate_limit;
 pub mod route;
 pub mod service;
+pub mod virtual_service;
 pub mod waypoint;
 pub mod workload;
 
@@ -24,6 +26,7 @@ mod identity_serde;
 pub use authz::{Action, AuthorizationPolicy, AuthorizationPolicySpec, PolicyScope};
 pub use destination_rule::DestinationRule;
 pub use error::ModelError;
+pub use grpc_route::GrpcRoute;
 pub use labels::{Labels, WorkloadSelector};
 pub use pattern::StringMatch;
 pub use peer_auth::{MtlsMode, PeerAuthentication, PeerAuthenticationSpec, effective_mtls_mode};
@@ -31,6 +34,7 @@ pub use protocol::{AppProtocol, select_protocol};
 pub use rate_limit::LocalRateLimit;
 pub use route::HttpRoute;
 pub use service::{Endpoint, Service, ServicePort, ServiceSpec};
+pub use virtual_service::VirtualService;
 pub use waypoint::{WaypointFor, WaypointRef};
 pub use workload::{TransportProtocol, Workload, WorkloadSpec};
 

@@ -168,6 +168,34 @@ pub struct HttpRouteFilterSpec {
     /// For `RequestRedirect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_redirect: Option<RequestRedirectSpec>,
+    /// For `RequestMirror`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirrorSpec>,
+}
+
+/// `requestMirror`: copies of matching requests go to another backend, answers discarded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestMirrorSpec {
+    /// The Service port the copies go to (its `weight` is ignored).
+    pub backend_ref: HttpBackendRefSpec,
+    /// Percentage of requests mirrored, 0 to 100; all when neither this nor `fraction` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Fraction of requests mirrored, as `numerator / denominator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<FractionSpec>,
+}
+
+/// A Gateway API fraction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FractionSpec {
+    /// Numerator, at most `denominator`.
+    pub numerator: u32,
+    /// Denominator, 100 when omitted; must not be 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<u32>,
 }
 
 /// The filter types a waypoint implements.
@@ -182,6 +210,8 @@ pub enum FilterKind {
     UrlRewrite,
     /// Answer with a redirect instead of forwarding.
     RequestRedirect,
+    /// Send a copy of the request to another backend, ignoring its answer.
+    RequestMirror,
 }
 
 /// `set`, `add` and `remove` of a header modifier.
@@ -342,6 +372,42 @@ pub struct RouteRule {
     pub backend_request_timeout: Option<Duration>,
     /// Retry policy.
     pub retry: Option<RetryPolicy>,
+    /// Delays and aborts injected before forwarding (VirtualService `fault` only).
+    pub fault: Option<FaultInjection>,
+}
+
+/// Validated fault injection: each part applies to its fraction of requests, independently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// Wait this long before forwarding.
+    pub delay: Option<(Duration, Fraction)>,
+    /// Answer with this instead of forwarding.
+    pub abort: Option<(FaultAbort, Fraction)>,
+}
+
+/// What an injected abort answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAbort {
+    /// This HTTP status (200 to 599).
+    Http(u16),
+    /// A trailers-only gRPC answer with this `grpc-status` code (1 to 16).
+    Grpc(u16),
+}
+
+/// A share of requests, in millionths (1 000 000 = all), so percentages like `0.1` are exact
+/// enough and the type stays `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fraction {
+    per_million: u32,
+}
+
+/// A validated mirror: where copies go and how many requests are copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The Service port (and subset) that receives the copies; `weight` is unused.
+    pub backend: Backend,
+    /// The share of requests copied.
+    pub fraction: Fraction,
 }
 
 /// A validated match.
@@ -366,6 +432,8 @@ pub enum PathMatch {
     Prefix(String),
     /// A checked regular expression, matched against the whole path.
     Regex(String),
+    /// Istio's `uri.prefix`: a plain string prefix, not segment-aware (`/api` matches `/apis`).
+    StringPrefix(String),
 }
 
 /// A validated header or query condition.
@@ -395,6 +463,8 @@ pub enum RouteFilter {
     },
     /// Answer with a redirect.
     Redirect(Redirect),
+    /// Copy the request to another backend (fire and forget).
+    Mirror(Mirror),
 }
 
 /// Validated header changes (names lowercased).
@@ -415,6 +485,9 @@ pub enum PathModifier {
     Full(String),
     /// Replace the matched prefix.
     Prefix(String),
+    /// Istio's `rewrite.uri`: replace the matched string prefix when the match was an Istio
+    /// `prefix`, else the whole path.
+    MatchedPrefixOrFull(String),
 }
 
 /// A validated redirect.
@@ -443,6 +516,10 @@ pub struct Backend {
     pub port: u16,
     /// Relative weight (0: none).
     pub weight: u32,
+    /// A DestinationRule subset of the service (VirtualService destinations only).
+    pub subset: Option<String>,
+    /// Header changes applied when this backend is chosen (VirtualService `route[].headers`).
+    pub filters: Vec<RouteFilter>,
 }
 
 /// A validated retry policy.
@@ -454,6 +531,29 @@ pub struct RetryPolicy {
     pub codes: BTreeSet<u16>,
     /// Base backoff.
     pub backoff: Duration,
+    /// Which failures besides `codes` are retried.
+    pub on: RetryOn,
+}
+
+/// The failures a retry policy covers, besides its listed status codes. An HTTPRoute retries
+/// connect failures and per-try timeouts; a VirtualService says what with `retryOn`, mapped
+/// the way Envoy reads it (`5xx` and `gateway-error` also cover resets and timeouts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// Any 5xx response.
+    pub server_errors: bool,
+    /// 502, 503 and 504.
+    pub gateway_errors: bool,
+    /// 409 (Envoy's `retriable-4xx`).
+    pub retriable_4xx: bool,
+    /// The connection or the stream could not be opened (nothing reached the upstream).
+    pub connect_failure: bool,
+    /// The upstream reset or closed after the request was sent.
+    pub reset: bool,
+    /// One try ran out of its per-try timeout.
+    pub per_try_timeout: bool,
+    /// gRPC status codes (from a trailers-only answer's `grpc-status`) that are retried.
+    pub grpc_codes: BTreeSet<u16>,
 }
 
 /// A validated HTTPRoute. Serializes as `{name, namespace, spec}` with the spec as given.
@@ -565,6 +665,45 @@ impl Default for HttpPathMatchSpec {
     }
 }
 
+impl Fraction {
+    /// Every request.
+    pub const ALL: Fraction = Fraction {
+        per_million: 1_000_000,
+    };
+
+    /// `percent` of requests (0 to 100, fractional allowed); `None` outside that range.
+    pub fn from_percent(percent: f64) -> Option<Self> {
+        if !(0.0..=100.0).contains(&percent) {
+            return None;
+        }
+        // In range, so the product is at most 1e6 and fits a u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let per_million = (percent * 10_000.0).round() as u32;
+        Some(Self { per_million })
+    }
+
+    /// `numerator / denominator`; `None` if the denominator is 0 or smaller than the numerator.
+    pub fn from_ratio(numerator: u32, denominator: u32) -> Option<Self> {
+        if denominator == 0 || numerator > denominator {
+            return None;
+        }
+        let per_million = u64::from(numerator) * 1_000_000 / u64::from(denominator);
+        u32::try_from(per_million)
+            .ok()
+            .map(|per_million| Self { per_million })
+    }
+
+    /// The share in millionths.
+    pub fn per_million(self) -> u32 {
+        self.per_million
+    }
+
+    /// Whether a uniformly random `roll` in `0..1_000_000` falls inside the share.
+    pub fn hits(self, roll: u32) -> bool {
+        roll < self.per_million
+    }
+}
+
 impl HeaderModifier {
     /// Whether the modifier changes nothing.
     pub fn is_empty(&self) -> bool {
@@ -616,7 +755,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-fn parse_parent(
+pub(crate) fn parse_parent(
     ctx: &ErrorContext<'_>,
     field: &str,
     parent: &ParentReference,
@@ -671,9 +810,10 @@ fn parse_rule(
     let mut seen_kinds = BTreeSet::new();
     for (i, filter) in rule.filters.iter().enumerate() {
         let field = format!("{field}.filters[{i}]");
-        let parsed = parse_filter(ctx, &field, filter, &matches)?;
-        // Gateway API: core filters may appear once per rule, and a redirect excludes a rewrite.
-        if !seen_kinds.insert(filter.kind as u8) {
+        let parsed = parse_filter(ctx, &field, filter, &matches, route_namespace)?;
+        // Gateway API: core filters may appear once per rule (mirrors excepted), and a
+        // redirect excludes a rewrite.
+        if filter.kind != FilterKind::RequestMirror && !seen_kinds.insert(filter.kind as u8) {
             return Err(ctx.err(
                 format!("{field}.type"),
                 "appears more than once in the rule",
@@ -747,10 +887,11 @@ fn parse_rule(
         request_timeout,
         backend_request_timeout,
         retry,
+        fault: None,
     })
 }
 
-fn parse_match(
+pub(crate) fn parse_match(
     ctx: &ErrorContext<'_>,
     field: &str,
     spec: &HttpRouteMatchSpec,
@@ -806,7 +947,7 @@ fn parse_match(
     })
 }
 
-fn parse_value_matches(
+pub(crate) fn parse_value_matches(
     ctx: &ErrorContext<'_>,
     field: &str,
     specs: &[ValueMatchSpec],
@@ -850,12 +991,14 @@ fn parse_filter(
     field: &str,
     filter: &HttpRouteFilterSpec,
     matches: &[RouteMatch],
+    route_namespace: &str,
 ) -> Result<RouteFilter, ModelError> {
     let set_fields = [
         filter.request_header_modifier.is_some(),
         filter.response_header_modifier.is_some(),
         filter.url_rewrite.is_some(),
         filter.request_redirect.is_some(),
+        filter.request_mirror.is_some(),
     ];
     if set_fields.iter().filter(|set| **set).count() != 1 {
         return Err(ctx.err(
@@ -940,10 +1083,57 @@ fn parse_filter(
                 status_code,
             }))
         }
+        FilterKind::RequestMirror => {
+            let spec = filter
+                .request_mirror
+                .as_ref()
+                .ok_or_else(|| missing("requestMirror"))?;
+            parse_mirror(
+                ctx,
+                &format!("{field}.requestMirror"),
+                spec,
+                route_namespace,
+            )
+            .map(RouteFilter::Mirror)
+        }
     }
 }
 
-fn parse_header_modifier(
+/// A Gateway API `requestMirror` (HTTPRoute and GRPCRoute).
+pub(crate) fn parse_mirror(
+    ctx: &ErrorContext<'_>,
+    field: &str,
+    spec: &RequestMirrorSpec,
+    route_namespace: &str,
+) -> Result<Mirror, ModelError> {
+    let mut backend = parse_backend(
+        ctx,
+        &format!("{field}.backendRef"),
+        &spec.backend_ref,
+        route_namespace,
+    )?;
+    backend.weight = 1;
+    let fraction = match (spec.percent, &spec.fraction) {
+        (Some(_), Some(_)) => {
+            return Err(ctx.err(field.to_owned(), "set at most one of percent and fraction"));
+        }
+        (Some(percent), None) => Fraction::from_percent(f64::from(percent))
+            .ok_or_else(|| ctx.err(format!("{field}.percent"), "must be 0 to 100"))?,
+        (None, Some(fraction)) => {
+            Fraction::from_ratio(fraction.numerator, fraction.denominator.unwrap_or(100))
+                .ok_or_else(|| {
+                    ctx.err(
+                        format!("{field}.fraction"),
+                        "needs a denominator above 0 and a numerator no larger than it",
+                    )
+                })?
+        }
+        (None, None) => Fraction::ALL,
+    };
+    Ok(Mirror { backend, fraction })
+}
+
+pub(crate) fn parse_header_modifier(
     ctx: &ErrorContext<'_>,
     field: &str,
     spec: &HeaderModifierSpec,
@@ -1009,7 +1199,7 @@ fn parse_path_modifier(
     }
 }
 
-fn parse_backend(
+pub(crate) fn parse_backend(
     ctx: &ErrorContext<'_>,
     field: &str,
     spec: &HttpBackendRefSpec,
@@ -1040,6 +1230,8 @@ fn parse_backend(
         name: spec.name.clone(),
         port,
         weight,
+        subset: None,
+        filters: Vec::new(),
     })
 }
 
@@ -1066,17 +1258,23 @@ fn parse_retry(
         attempts: spec.attempts.unwrap_or(1),
         codes,
         backoff,
+        // GEP-1731: connection errors are always retried; a per-try timeout counts as one.
+        on: RetryOn {
+            connect_failure: true,
+            per_try_timeout: true,
+            ..RetryOn::default()
+        },
     })
 }
 
-fn check_regex(pattern: &str) -> Result<(), String> {
+pub(crate) fn check_regex(pattern: &str) -> Result<(), String> {
     regex::Regex::new(pattern)
         .map(drop)
         .map_err(|err| format!("invalid regular expression: {err}"))
 }
 
 /// RFC 7230 token characters, as Gateway API requires for header names.
-fn check_header_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_header_name(name: &str) -> Result<(), String> {
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(is_tchar) {
         return Err(format!("{name:?} is not a valid header name"));
@@ -1085,7 +1283,7 @@ fn check_header_name(name: &str) -> Result<(), String> {
 }
 
 /// Visible ASCII, spaces and tabs; no control characters that could split a header.
-fn check_header_value(value: &str) -> Result<(), String> {
+pub(crate) fn check_header_value(value: &str) -> Result<(), String> {
     if value
         .bytes()
         .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))

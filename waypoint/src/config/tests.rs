@@ -171,3 +171,35 @@ destinationRules:
         "{invalid}"
     );
 }
+
+#[test]
+fn virtual_services_and_grpc_routes_load_with_field_errors() {
+    let with_routes = format!(
+        "{SAMPLE}{}",
+        r#"grpcRoutes:
+  - name: cart-grpc
+    namespace: shop
+    spec:
+      parentRefs: [{ group: "", kind: Service, name: cart }]
+      rules: [{ matches: [{ method: { service: shop.Cart } }], backendRefs: [{ name: cart, port: 80 }] }]
+virtualServices:
+  - name: cart
+    namespace: shop
+    spec:
+      hosts: [cart]
+      http:
+        - fault: { abort: { httpStatus: 503, percentage: { value: 10 } } }
+          route: [{ destination: { host: cart, subset: v1 } }]
+"#
+    );
+    let snapshot = parse(&with_routes, 1).unwrap();
+    let dump = snapshot.dump();
+    assert_eq!(dump["virtualServices"][0]["name"], "cart");
+    assert_eq!(dump["grpcRoutes"][0]["name"], "cart-grpc");
+    let bad = with_routes.replace("httpStatus: 503", "httpStatus: 5030");
+    let err = parse(&bad, 1).unwrap_err();
+    assert!(err.contains("spec.http[0].fault.abort.httpStatus"), "{err}");
+    let bad = with_routes.replace("service: shop.Cart", "service: \"shop/Cart\"");
+    let err = parse(&bad, 1).unwrap_err();
+    assert!(err.contains("matches[0].method.service"), "{err}");
+}

@@ -40,7 +40,8 @@ pub fn apply_request(
             RouteFilter::Redirect(redirect) => {
                 return redirect_response(request, redirect, prefix).map(RequestOutcome::Redirect);
             }
-            RouteFilter::ResponseHeaders(_) => {}
+            // Mirrors are sent by the stack (see `route::mirror`); nothing changes here.
+            RouteFilter::ResponseHeaders(_) | RouteFilter::Mirror(_) => {}
         }
     }
     Ok(RequestOutcome::Forward)
@@ -81,10 +82,20 @@ pub fn modify_headers(headers: &mut HeaderMap, modifier: &HeaderModifier) {
     }
 }
 
-/// The path after a `ReplaceFullPath` or `ReplacePrefixMatch`.
+/// The path after a `ReplaceFullPath`, a `ReplacePrefixMatch` or a VirtualService
+/// `rewrite.uri`.
 pub fn rewrite_path(path: &str, modifier: &PathModifier, prefix: Option<&str>) -> String {
     match modifier {
         PathModifier::Full(full) => full.clone(),
+        // Envoy's `prefix_rewrite`: the matched string prefix is replaced as is, no segment
+        // logic; without a prefix match the whole path is replaced.
+        PathModifier::MatchedPrefixOrFull(replacement) => match prefix {
+            Some(prefix) => match path.strip_prefix(prefix) {
+                Some(rest) => format!("{replacement}{rest}"),
+                None => replacement.clone(),
+            },
+            None => replacement.clone(),
+        },
         PathModifier::Prefix(replacement) => {
             let rest = match prefix {
                 Some("/") => path,
@@ -117,7 +128,7 @@ fn set_path(request: &mut Parts, path: &str) -> Result<(), ProxyError> {
     Ok(())
 }
 
-fn set_host(request: &mut Parts, hostname: &str) -> Result<(), ProxyError> {
+pub(crate) fn set_host(request: &mut Parts, hostname: &str) -> Result<(), ProxyError> {
     let value = HeaderValue::from_str(hostname)
         .map_err(|err| ProxyError::malformed(format!("rewritten host: {err}")))?;
     request.headers.insert(HOST, value);

@@ -1,9 +1,24 @@
-//! Routing: which rule of which HTTPRoute handles a request, by Gateway API precedence.
+//! Routing: which rule of which HTTPRoute, GRPCRoute or VirtualService handles a request.
 //!
-//! [`RouteTable::build`] compiles every route once per configuration snapshot: each match of
-//! each rule becomes a [`CompiledMatch`] with its regular expressions compiled, and the
-//! matches of a service are sorted by precedence, so selecting is a scan that stops at the
-//! first hit. Precedence (Gateway API, with regular expressions — which the spec leaves to
+//! [`RouteTable::build_all`] compiles every route once per configuration snapshot: each match
+//! of each rule becomes a [`CompiledMatch`] with its regular expressions compiled, so
+//! selecting is a scan that stops at the first hit.
+//!
+//! **Which kind wins.** A service with at least one HTTPRoute or GRPCRoute attached is routed
+//! by those only; its VirtualServices are ignored, as Istio does for a waypoint (Gateway API
+//! routes take precedence over VirtualService for the same service). A service with only
+//! VirtualServices is routed by them: `http` entries in spec order, first match wins, and
+//! several VirtualServices for one service are taken in `namespace/name` order (Istio merges
+//! by creation time, which we do not have).
+//!
+//! GRPCRoute rules are HTTPRoute-shaped rules whose every match requires a gRPC
+//! `content-type` (see [`ambit_model::grpc_route`]) and HTTP/2, so they only ever select gRPC
+//! requests.
+//! When both kinds attach to one service, a gRPC request tries every GRPCRoute match before
+//! any HTTPRoute match (the Gateway API leaves this mix undefined; a gRPC-specific rule is the
+//! more specific intent), and within each kind the precedence below applies.
+//!
+//! Gateway API precedence (with regular expressions — which the spec leaves to
 //! implementations — after every prefix):
 //! 1. Exact path, then the longest `PathPrefix`, then `RegularExpression`;
 //! 2. a method match before none;
@@ -13,15 +28,17 @@
 //!
 //! Pure: no IO, no clock. Filters that change requests and responses are in [`filters`].
 
+pub mod fault;
 pub mod filters;
+pub mod mirror;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ambit_model::HttpRoute;
 use ambit_model::route::{PathMatch, RouteMatch, RouteRule, ValueMatch};
+use ambit_model::{GrpcRoute, HttpRoute, VirtualService};
 use http::request::Parts;
-use http::{HeaderName, Method};
+use http::{HeaderName, Method, Version};
 use regex::Regex;
 
 use crate::config::ServiceKey;
@@ -32,10 +49,23 @@ pub struct RouteTable {
     by_service: HashMap<ServiceKey, Vec<CompiledMatch>>,
 }
 
+/// The kind of object a rule came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Gateway API HTTPRoute.
+    HttpRoute,
+    /// Gateway API GRPCRoute.
+    GrpcRoute,
+    /// Istio VirtualService.
+    VirtualService,
+}
+
 /// A rule with where it came from.
 #[derive(Debug)]
 pub struct CompiledRule {
-    /// `namespace/name` of the HTTPRoute.
+    /// The kind of the route object.
+    pub kind: RouteKind,
+    /// `namespace/name` of the route object.
     pub route: String,
     /// Index of the rule in the route.
     pub index: usize,
@@ -54,7 +84,7 @@ pub enum Selection<'a> {
     Matched {
         /// The rule.
         rule: &'a Arc<CompiledRule>,
-        /// The `PathPrefix` that matched, for `ReplacePrefixMatch`.
+        /// The `PathPrefix` (or VirtualService `prefix`) that matched, for prefix rewrites.
         prefix: Option<&'a str>,
     },
 }
@@ -70,11 +100,14 @@ struct CompiledMatch {
     headers: Vec<(HeaderName, ValueMatcher)>,
     query: Vec<(String, ValueMatcher)>,
     method: Option<Method>,
+    /// GRPCRoute matches: gRPC runs over HTTP/2 only.
+    h2_only: bool,
 }
 
 /// Sort key: smaller is more specific.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
+    grpc_route_first: u8,
     path_kind: u8,
     longer_prefix_first: usize,
     method_first: u8,
@@ -89,6 +122,8 @@ struct Rank {
 enum PathMatcher {
     Exact(String),
     Prefix(String),
+    /// Istio's plain string prefix.
+    StringPrefix(String),
     Regex(Regex),
 }
 
@@ -99,19 +134,49 @@ enum ValueMatcher {
 }
 
 impl RouteTable {
-    /// Compiles `routes`; fails only if a regular expression the model accepted does not
-    /// compile here (which would be a bug) or a header name is invalid.
+    /// Compiles HTTPRoutes only (see [`Self::build_all`]).
     pub fn build(routes: &[HttpRoute]) -> Result<Self, String> {
+        Self::build_all(routes, &[], &[])
+    }
+
+    /// Compiles every route; fails only if a regular expression the model accepted does not
+    /// compile here (which would be a bug) or a header name is invalid.
+    pub fn build_all(
+        http_routes: &[HttpRoute],
+        grpc_routes: &[GrpcRoute],
+        virtual_services: &[VirtualService],
+    ) -> Result<Self, String> {
         let mut by_service: HashMap<ServiceKey, Vec<CompiledMatch>> = HashMap::new();
-        for route in routes {
-            let route_key = format!("{}/{}", route.namespace(), route.name());
-            for (rule_index, rule) in route.rules().iter().enumerate() {
+        let gateway_routes = http_routes
+            .iter()
+            .map(|r| {
+                (
+                    RouteKind::HttpRoute,
+                    r.namespace(),
+                    r.name(),
+                    r.rules(),
+                    r.service_parents(),
+                )
+            })
+            .chain(grpc_routes.iter().map(|r| {
+                (
+                    RouteKind::GrpcRoute,
+                    r.namespace(),
+                    r.name(),
+                    r.rules(),
+                    r.service_parents(),
+                )
+            }));
+        for (kind, namespace, name, rules, parents) in gateway_routes {
+            let route_key = format!("{namespace}/{name}");
+            for (rule_index, rule) in rules.iter().enumerate() {
                 let compiled = Arc::new(CompiledRule {
+                    kind,
                     route: route_key.clone(),
                     index: rule_index,
                     rule: rule.clone(),
                 });
-                for parent in route.service_parents() {
+                for parent in parents {
                     let key = ServiceKey {
                         namespace: parent.namespace.clone(),
                         name: parent.name.clone(),
@@ -137,6 +202,43 @@ impl RouteTable {
         for matches in by_service.values_mut() {
             matches.sort_by(|a, b| a.rank.cmp(&b.rank));
         }
+        // VirtualServices only for services no Gateway API route attaches to; spec order.
+        let mut virtual_services: Vec<&VirtualService> = virtual_services.iter().collect();
+        virtual_services.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+        let mut vs_matches: HashMap<ServiceKey, Vec<CompiledMatch>> = HashMap::new();
+        for vs in virtual_services {
+            let route_key = format!("{}/{}", vs.namespace(), vs.name());
+            for (rule_index, route) in vs.routes().iter().enumerate() {
+                let compiled = Arc::new(CompiledRule {
+                    kind: RouteKind::VirtualService,
+                    route: route_key.clone(),
+                    index: rule_index,
+                    rule: route.rule.clone(),
+                });
+                for service in vs.services() {
+                    let key = ServiceKey {
+                        namespace: service.namespace.clone(),
+                        name: service.name.clone(),
+                    };
+                    if by_service.contains_key(&key) {
+                        continue;
+                    }
+                    for (match_index, m) in route.rule.matches.iter().enumerate() {
+                        let port = route.match_ports.get(match_index).copied().flatten();
+                        let compiled_match =
+                            compile_match(m, &compiled, port, &route_key, rule_index, match_index)
+                                .map_err(|err| {
+                                    format!("VirtualService {route_key} http[{rule_index}]: {err}")
+                                })?;
+                        vs_matches
+                            .entry(key.clone())
+                            .or_default()
+                            .push(compiled_match);
+                    }
+                }
+            }
+        }
+        by_service.extend(vs_matches);
         Ok(Self { by_service })
     }
 
@@ -170,12 +272,18 @@ impl CompiledMatch {
     /// `Some(prefix)` if the request matches (with the matched `PathPrefix`, if that was the
     /// path condition), `None` otherwise.
     fn matches(&self, request: &Parts) -> Option<Option<&str>> {
+        if self.h2_only && request.version != Version::HTTP_2 {
+            return None;
+        }
         let path = request.uri.path();
         let prefix = match &self.path {
             PathMatcher::Exact(exact) => (path == exact).then_some(None)?,
             PathMatcher::Prefix(prefix) => {
                 prefix_matches(prefix, path).then_some(Some(prefix.as_str()))?
             }
+            PathMatcher::StringPrefix(prefix) => path
+                .starts_with(prefix.as_str())
+                .then_some(Some(prefix.as_str()))?,
             PathMatcher::Regex(regex) => regex.is_match(path).then_some(None)?,
         };
         if self.method.as_ref().is_some_and(|m| *m != request.method) {
@@ -249,6 +357,9 @@ fn compile_match(
     let (path, path_kind, prefix_len) = match &m.path {
         PathMatch::Exact(exact) => (PathMatcher::Exact(exact.clone()), 0, 0),
         PathMatch::Prefix(prefix) => (PathMatcher::Prefix(prefix.clone()), 1, prefix.len()),
+        PathMatch::StringPrefix(prefix) => {
+            (PathMatcher::StringPrefix(prefix.clone()), 1, prefix.len())
+        }
         PathMatch::Regex(pattern) => (PathMatcher::Regex(full_match(pattern)?), 2, 0),
     };
     let headers = m
@@ -271,6 +382,7 @@ fn compile_match(
         .transpose()?;
     Ok(CompiledMatch {
         rank: Rank {
+            grpc_route_first: u8::from(rule.kind != RouteKind::GrpcRoute),
             path_kind,
             longer_prefix_first: usize::MAX - prefix_len,
             method_first: u8::from(method.is_none()),
@@ -286,6 +398,7 @@ fn compile_match(
         headers,
         query,
         method,
+        h2_only: rule.kind == RouteKind::GrpcRoute,
     })
 }
 

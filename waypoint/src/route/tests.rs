@@ -140,3 +140,121 @@ fn prefix_segments() {
     assert!(!prefix_matches("/a", "/ab"));
     assert!(prefix_matches("/", "/anything"));
 }
+
+fn virtual_service(name: &str, http: Value) -> VirtualService {
+    serde_json::from_value(json!({
+        "name": name, "namespace": "shop", "spec": { "hosts": ["cart"], "http": http }
+    }))
+    .unwrap()
+}
+
+fn grpc_route(rules: Value) -> GrpcRoute {
+    serde_json::from_value(json!({
+        "name": "grpc", "namespace": "shop",
+        "spec": {
+            "parentRefs": [{ "group": "", "kind": "Service", "name": "cart" }],
+            "rules": rules,
+        }
+    }))
+    .unwrap()
+}
+
+fn dest(host: &str) -> Value {
+    json!([{ "destination": { "host": host } }])
+}
+
+#[test]
+fn virtual_service_routes_go_in_spec_order() {
+    // A later, more specific match does not win: first match in spec order.
+    let vs = virtual_service(
+        "a",
+        json!([
+            { "match": [{ "uri": { "prefix": "/api" } }], "route": dest("api") },
+            { "match": [{ "uri": { "exact": "/api/items" } }], "route": dest("exact") },
+            { "match": [{ "headers": { "x-v": { "prefix": "2" } } }], "route": dest("v2") },
+            { "match": [{ "port": 9090 }], "route": dest("admin") },
+        ]),
+    );
+    let later = virtual_service("b", json!([{ "route": dest("fallback") }]));
+    let table = RouteTable::build_all(&[], &[], &[later, vs]).unwrap();
+    assert_eq!(selected(&table, &request("GET", "/api/items", &[])), "api");
+    assert_eq!(
+        selected(&table, &request("GET", "/apis", &[])),
+        "api",
+        "string prefix"
+    );
+    assert_eq!(
+        selected(&table, &request("GET", "/x", &[("x-v", "2.1")])),
+        "v2"
+    );
+    assert_eq!(selected(&table, &request("GET", "/x", &[])), "fallback");
+    let Selection::Matched { rule, prefix } =
+        table.select(&cart(), 80, &request("GET", "/api/x", &[]))
+    else {
+        panic!("no match")
+    };
+    assert_eq!(
+        (rule.kind, rule.route.as_str(), prefix),
+        (RouteKind::VirtualService, "shop/a", Some("/api"))
+    );
+    let Selection::Matched { rule, .. } = table.select(&cart(), 9090, &request("GET", "/x", &[]))
+    else {
+        panic!("no match")
+    };
+    assert_eq!(rule.rule.backends[0].name, "admin");
+}
+
+#[test]
+fn gateway_routes_win_over_virtual_services() {
+    let vs = virtual_service("a", json!([{ "route": dest("from-vs") }]));
+    let http = route(
+        "r",
+        json!([{ "matches": [{ "path": { "type": "PathPrefix", "value": "/only" } }], "backendRefs": backend("from-route") }]),
+    );
+    let table = RouteTable::build_all(&[http], &[], std::slice::from_ref(&vs)).unwrap();
+    assert_eq!(
+        selected(&table, &request("GET", "/only", &[])),
+        "from-route"
+    );
+    // The VirtualService is ignored entirely, not used as a fallback.
+    assert_eq!(selected(&table, &request("GET", "/else", &[])), "-");
+    let grpc = grpc_route(json!([{ "backendRefs": backend("from-grpc") }]));
+    let table = RouteTable::build_all(&[], &[grpc], &[vs]).unwrap();
+    assert_eq!(selected(&table, &request("GET", "/else", &[])), "-");
+}
+
+#[test]
+fn grpc_routes_match_methods_of_grpc_requests_only() {
+    let grpc = grpc_route(json!([
+        { "matches": [{ "method": { "service": "shop.Cart", "method": "Add" } }], "backendRefs": backend("add") },
+        { "matches": [{ "method": { "type": "RegularExpression", "method": "Get.*" } }], "backendRefs": backend("get") },
+        { "matches": [{ "method": { "service": "shop.Cart" } }], "backendRefs": backend("cart") },
+    ]));
+    let plain = route("r", json!([{ "backendRefs": backend("http") }]));
+    let table = RouteTable::build_all(&[plain], &[grpc], &[]).unwrap();
+    let grpc_call = |path: &str| {
+        let mut call = request("POST", path, &[("content-type", "application/grpc+proto")]);
+        call.version = http::Version::HTTP_2;
+        call
+    };
+    assert_eq!(selected(&table, &grpc_call("/shop.Cart/Add")), "add");
+    // A matching service outranks a method-only match (GRPCRoute precedence).
+    assert_eq!(selected(&table, &grpc_call("/shop.Cart/GetItems")), "cart");
+    assert_eq!(selected(&table, &grpc_call("/other.Svc/GetItems")), "get");
+    assert_eq!(selected(&table, &grpc_call("/shop.Cart/Remove")), "cart");
+    assert_eq!(selected(&table, &grpc_call("/other.Svc/Remove")), "http");
+    let mut over_h1 = grpc_call("/shop.Cart/Add");
+    over_h1.version = http::Version::HTTP_11;
+    assert_eq!(selected(&table, &over_h1), "http", "gRPC needs HTTP/2");
+    assert_eq!(
+        selected(
+            &table,
+            &request(
+                "POST",
+                "/shop.Cart/Add",
+                &[("content-type", "application/json")]
+            )
+        ),
+        "http"
+    );
+}

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use ambit_model::{
-    AuthorizationPolicy, DestinationRule, HttpRoute, LocalRateLimit, PeerAuthentication, Service,
-    Workload,
+    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, PeerAuthentication,
+    Service, VirtualService, Workload,
 };
 
 use crate::proto;
@@ -98,6 +98,18 @@ impl ConfigView {
     pub fn local_rate_limits(&self) -> impl Iterator<Item = &LocalRateLimit> {
         self.of_kind(ResourceKind::LocalRateLimit)
             .filter_map(MeshResource::as_local_rate_limit)
+    }
+
+    /// The gRPC routes (a waypoint's scope).
+    pub fn grpc_routes(&self) -> impl Iterator<Item = &GrpcRoute> {
+        self.of_kind(ResourceKind::GrpcRoute)
+            .filter_map(MeshResource::as_grpc_route)
+    }
+
+    /// The VirtualServices (a waypoint's scope).
+    pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
+        self.of_kind(ResourceKind::VirtualService)
+            .filter_map(MeshResource::as_virtual_service)
     }
 
     fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &MeshResource> {

@@ -244,3 +244,67 @@ fn serde_round_trip() {
     let back: HttpRoute = serde_json::from_value(json).unwrap();
     assert_eq!(back, route);
 }
+
+#[test]
+fn request_mirrors() {
+    let mirrors = |filters: Value| {
+        route(json!({
+            "parentRefs": [{ "group": "", "kind": "Service", "name": "cart" }],
+            "rules": [{ "filters": filters, "backendRefs": [{ "name": "cart", "port": 80 }] }]
+        }))
+    };
+    let parsed = mirrors(json!([
+        { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "shadow", "port": 80 } } },
+        { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "half", "namespace": "other", "port": 81 }, "percent": 50 } },
+        { "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "third", "port": 82 }, "fraction": { "numerator": 1, "denominator": 3 } } }
+    ]))
+    .unwrap();
+    let shares: Vec<(String, u32)> = parsed.rules()[0]
+        .filters
+        .iter()
+        .map(|filter| match filter {
+            RouteFilter::Mirror(m) => (
+                format!(
+                    "{}/{}:{}",
+                    m.backend.namespace, m.backend.name, m.backend.port
+                ),
+                m.fraction.per_million(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        shares,
+        [
+            ("shop/shadow:80".to_owned(), 1_000_000),
+            ("other/half:81".to_owned(), 500_000),
+            ("shop/third:82".to_owned(), 333_333),
+        ]
+    );
+    let cases = [
+        (
+            json!([{ "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80 }, "percent": 101 } }]),
+            "spec.rules[0].filters[0].requestMirror.percent",
+        ),
+        (
+            json!([{ "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80 }, "fraction": { "numerator": 2, "denominator": 1 } } }]),
+            "spec.rules[0].filters[0].requestMirror.fraction",
+        ),
+        (
+            json!([{ "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m", "port": 80 }, "percent": 5, "fraction": { "numerator": 1 } } }]),
+            "spec.rules[0].filters[0].requestMirror",
+        ),
+        (
+            json!([{ "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "m" } } }]),
+            "spec.rules[0].filters[0].requestMirror.backendRef.port",
+        ),
+        (
+            json!([{ "type": "RequestMirror" }]),
+            "spec.rules[0].filters[0]",
+        ),
+    ];
+    for (filters, field) in cases {
+        let err = mirrors(filters.clone()).unwrap_err();
+        assert_eq!(err.field(), field, "{filters}: {err}");
+    }
+}
