@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::ConfigHandle;
-use crate::stack::{HttpLimits, Stack};
+use crate::stack::{HttpLimits, Observability, Stack};
 use crate::upstream::Upstream;
 
 /// How to run a waypoint.
@@ -34,6 +34,8 @@ pub struct WaypointOptions {
     pub pool: PoolConfig,
     /// Where to record Istio's request metrics; none recorded when unset.
     pub metrics: Option<Metrics>,
+    /// Tracing, access log and JWKS cache.
+    pub observability: Observability,
 }
 
 /// A running waypoint.
@@ -66,6 +68,7 @@ impl WaypointOptions {
             server: ServerConfig::default(),
             pool: PoolConfig::default(),
             metrics: None,
+            observability: Observability::default(),
         }
     }
 }
@@ -88,7 +91,8 @@ impl Waypoint {
         };
         let pool = Pool::new(Arc::new(client_tls), options.pool.clone());
         let upstream = Upstream::new(pool, options.identity.clone());
-        let mut stack = Stack::new(config, upstream, options.limits.clone());
+        let mut stack = Stack::new(config, upstream, options.limits.clone())
+            .with_observability(options.observability.clone());
         if let Some(metrics) = &options.metrics {
             stack = stack.with_metrics(metrics.clone());
         }

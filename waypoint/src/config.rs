@@ -14,6 +14,7 @@
 //! workloads: [ ... ]      # ambit_model::WorkloadSpec
 //! policies: [ ... ]       # {name, namespace, spec: AuthorizationPolicy spec}
 //! routes: [ ... ]         # {name, namespace, spec: HTTPRoute spec}
+//! requestAuthentications: [ ... ]  # {name, namespace, spec: RequestAuthentication spec}
 //! ```
 //!
 //! Not yet here: the controller's gRPC push (issue 4 item 1) — the file is the only source.
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime};
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, Service, Workload};
+use ambit_model::{AuthorizationPolicy, HttpRoute, RequestAuthentication, Service, Workload};
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -64,6 +65,9 @@ pub struct ConfigFile {
     /// HTTP routes with Service parents.
     #[serde(default)]
     pub routes: Vec<HttpRoute>,
+    /// JWT rules; only those with `targetRefs` to a service or this waypoint apply here.
+    #[serde(default)]
+    pub request_authentications: Vec<RequestAuthentication>,
 }
 
 /// `namespace/name` of a Gateway.
@@ -111,6 +115,7 @@ pub struct Snapshot {
     routes: RouteTable,
     /// The routes as configured, for the config dump.
     route_specs: Vec<HttpRoute>,
+    request_authentications: Vec<RequestAuthentication>,
 }
 
 /// Why a configuration could not be loaded.
@@ -209,6 +214,7 @@ impl Snapshot {
             policies: file.policies,
             routes,
             route_specs: file.routes,
+            request_authentications: file.request_authentications,
         })
     }
 
@@ -228,6 +234,7 @@ impl Snapshot {
             "workloads": workloads.iter().map(|(_, w)| &***w).collect::<Vec<_>>(),
             "policies": self.policies,
             "routes": self.route_specs,
+            "requestAuthentications": self.request_authentications,
         })
     }
 
@@ -261,6 +268,11 @@ impl Snapshot {
     /// All authorization policies of the file.
     pub fn policies(&self) -> &[AuthorizationPolicy] {
         &self.policies
+    }
+
+    /// All RequestAuthentications of the file.
+    pub fn request_authentications(&self) -> &[RequestAuthentication] {
+        &self.request_authentications
     }
 
     /// The compiled routes.

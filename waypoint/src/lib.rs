@@ -18,14 +18,17 @@
 //! - [`errors`]: the only place failures become responses;
 //! - [`config`]: the static YAML file, reloaded on change;
 //! - [`metrics`]: Istio's request metrics with `reporter="waypoint"`;
+//! - [`jwt`]: RequestAuthentication (JWT validation, JWKS cache);
+//! - [`tracing_ctx`], [`otlp`]: trace context propagation, request spans, OTLP export;
+//! - [`access_log`]: the JSON access log;
 //! - [`control`]: the admin (15000), metrics (15020) and readiness (15021) servers.
 //!
 //! Not yet implemented (issue 4): the controller's gRPC config, WebSocket/Upgrade,
-//! RequestAuthentication (JWT), GRPCRoute, VirtualService, DestinationRule (LB algorithms,
-//! connection pools, outlier detection), RequestMirror, rate limiting, tracing/OTLP and the
-//! JSON access log.
+//! GRPCRoute, VirtualService, DestinationRule (LB algorithms, connection pools, outlier
+//! detection), RequestMirror, rate limiting.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod authz;
 pub mod balance;
@@ -33,14 +36,17 @@ pub mod config;
 pub mod control;
 pub mod detect;
 pub mod errors;
+pub mod jwt;
 pub mod metrics;
+pub mod otlp;
 pub mod retry;
 pub mod route;
 pub mod stack;
+pub mod tracing_ctx;
 pub mod upstream;
 
 pub use app::{StartError, Waypoint, WaypointOptions};
 pub use config::{ConfigHandle, ConfigWatcher, Snapshot};
 pub use control::{ControlAddrs, ControlInputs, ControlServers};
 pub use errors::{ProxyError, ResponseFlag};
-pub use stack::HttpLimits;
+pub use stack::{HttpLimits, Observability};

@@ -6,7 +6,9 @@
 
 use std::fmt;
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, HttpRoute, PeerAuthentication, RequestAuthentication, Service, Workload,
+};
 use bytes::Bytes;
 
 use crate::proto;
@@ -25,6 +27,8 @@ pub enum ResourceKind {
     PeerAuthentication,
     /// [`HttpRoute`] (Gateway API HTTPRoute, for waypoints).
     HttpRoute,
+    /// [`RequestAuthentication`] (JWT rules, for waypoints).
+    RequestAuthentication,
 }
 
 /// Identifies one resource within a scope.
@@ -52,6 +56,8 @@ pub enum MeshResource {
     PeerAuthentication(PeerAuthentication),
     /// An HTTP route (waypoints only).
     HttpRoute(HttpRoute),
+    /// A request (JWT) authentication policy (waypoints only).
+    RequestAuthentication(RequestAuthentication),
 }
 
 /// A resource that could not be encoded or decoded.
@@ -64,10 +70,11 @@ pub struct ResourceError {
 
 impl ResourceKind {
     /// Every kind, in wire-name order.
-    pub const ALL: [ResourceKind; 5] = [
+    pub const ALL: [ResourceKind; 6] = [
         ResourceKind::AuthorizationPolicy,
         ResourceKind::HttpRoute,
         ResourceKind::PeerAuthentication,
+        ResourceKind::RequestAuthentication,
         ResourceKind::Service,
         ResourceKind::Workload,
     ];
@@ -80,6 +87,7 @@ impl ResourceKind {
             ResourceKind::AuthorizationPolicy => "AuthorizationPolicy",
             ResourceKind::PeerAuthentication => "PeerAuthentication",
             ResourceKind::HttpRoute => "HttpRoute",
+            ResourceKind::RequestAuthentication => "RequestAuthentication",
         }
     }
 
@@ -137,6 +145,7 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(p) => (p.namespace(), p.name()),
             MeshResource::PeerAuthentication(p) => (p.namespace(), p.name()),
             MeshResource::HttpRoute(r) => (r.namespace(), r.name()),
+            MeshResource::RequestAuthentication(r) => (r.namespace(), r.name()),
         };
         ResourceKey::new(self.kind(), namespace, name)
     }
@@ -149,6 +158,7 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(_) => ResourceKind::AuthorizationPolicy,
             MeshResource::PeerAuthentication(_) => ResourceKind::PeerAuthentication,
             MeshResource::HttpRoute(_) => ResourceKind::HttpRoute,
+            MeshResource::RequestAuthentication(_) => ResourceKind::RequestAuthentication,
         }
     }
 
@@ -160,6 +170,7 @@ impl MeshResource {
             MeshResource::AuthorizationPolicy(p) => serde_json::to_vec(p),
             MeshResource::PeerAuthentication(p) => serde_json::to_vec(p),
             MeshResource::HttpRoute(r) => serde_json::to_vec(r),
+            MeshResource::RequestAuthentication(r) => serde_json::to_vec(r),
         };
         json.map(Bytes::from).map_err(|err| ResourceError {
             what: self.key().to_string(),
@@ -179,6 +190,9 @@ impl MeshResource {
                 serde_json::from_slice(payload).map(MeshResource::PeerAuthentication)
             }
             ResourceKind::HttpRoute => serde_json::from_slice(payload).map(MeshResource::HttpRoute),
+            ResourceKind::RequestAuthentication => {
+                serde_json::from_slice(payload).map(MeshResource::RequestAuthentication)
+            }
         };
         let resource = decoded.map_err(|err| ResourceError {
             what: key.to_string(),
@@ -232,6 +246,20 @@ impl MeshResource {
             MeshResource::HttpRoute(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// The request authentication, if this is one.
+    pub fn as_request_authentication(&self) -> Option<&RequestAuthentication> {
+        match self {
+            MeshResource::RequestAuthentication(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<RequestAuthentication> for MeshResource {
+    fn from(value: RequestAuthentication) -> Self {
+        MeshResource::RequestAuthentication(value)
     }
 }
 

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use ambit_model::{AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, Workload};
+use ambit_model::{
+    AuthorizationPolicy, HttpRoute, PeerAuthentication, RequestAuthentication, Service, Workload,
+};
 
 use crate::proto;
 use crate::resource::{MeshResource, ResourceError, ResourceKey, ResourceKind};
@@ -83,6 +85,12 @@ impl ConfigView {
     pub fn http_routes(&self) -> impl Iterator<Item = &HttpRoute> {
         self.of_kind(ResourceKind::HttpRoute)
             .filter_map(MeshResource::as_http_route)
+    }
+
+    /// The request authentication policies (a waypoint's scope).
+    pub fn request_authentications(&self) -> impl Iterator<Item = &RequestAuthentication> {
+        self.of_kind(ResourceKind::RequestAuthentication)
+            .filter_map(MeshResource::as_request_authentication)
     }
 
     fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &MeshResource> {
