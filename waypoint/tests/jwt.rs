@@ -176,8 +176,15 @@ async fn jwt_matrix() {
     let expired = inline.sign("RS256", &claims(INLINE_ISSUER, json!({"exp": now() - 3600})));
     let wrong_audience = inline.sign("RS256", &claims(INLINE_ISSUER, json!({"aud": "billing"})));
     let unknown_issuer = inline.sign("RS256", &claims("https://other.test", json!({})));
-    // Signed by the remote issuer's key but claiming the inline issuer.
-    let bad_signature = remote.sign("RS256", &claims(INLINE_ISSUER, json!({})));
+    // Signed by the remote issuer's EC key (the RSA key is the same fixture in both) but
+    // claiming the inline issuer; and a valid token with its payload swapped.
+    let bad_signature = remote.sign("ES256", &claims(INLINE_ISSUER, json!({})));
+    let forged = {
+        let parts: Vec<&str> = rs256.split('.').collect();
+        let payload = claims(INLINE_ISSUER, json!({"groups": ["admin"]}));
+        let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    };
     let from_uri = remote.sign("ES256", &claims(URI_ISSUER, json!({})));
     let from_uri_rsa = remote.sign("RS256", &claims(URI_ISSUER, json!({"sub": "bob"})));
 
@@ -198,6 +205,7 @@ async fn jwt_matrix() {
         ("/open/a", Some(&wrong_audience), 401),
         ("/open/a", Some(&unknown_issuer), 401),
         ("/open/a", Some(&bad_signature), 401),
+        ("/admin/a", Some(&forged), 401),
         ("/open/a", Some("garbage"), 401),
     ];
     let before = upstream.count();
@@ -210,7 +218,7 @@ async fn jwt_matrix() {
                 .map(|b| ("authorization", b.as_str()))
                 .collect();
             let answer = client.send(request("GET", path, &headers)).await;
-            let what = format!("{path} token={:?} h2={h2}", token.map(|t| &t[..12]));
+            let what = format!("{path} token={token:?} h2={h2}");
             assert_eq!(answer.status.as_u16(), *status, "{what}: {answer:?}");
             match status {
                 401 => {
