@@ -332,7 +332,8 @@ impl KeySet {
                 continue;
             }
             let bytes = |name: &str| -> Result<Vec<u8>, JwtError> {
-                let text = field(name).ok_or_else(|| JwtError::Jwks(format!("key without {name}")))?;
+                let text =
+                    field(name).ok_or_else(|| JwtError::Jwks(format!("key without {name}")))?;
                 URL_SAFE_NO_PAD
                     .decode(text)
                     .map_err(|err| JwtError::Jwks(format!("{name}: {err}")))
@@ -416,7 +417,11 @@ impl RequestAuth {
 /// The first token `rule` finds: in its headers (after the prefix), then its query params.
 fn find_token(rule: &JwtRule, parts: &Parts) -> Option<FoundToken> {
     for JwtHeader { name, prefix } in rule.token_headers() {
-        let Some(value) = parts.headers.get(name.as_str()).and_then(|v| v.to_str().ok()) else {
+        let Some(value) = parts
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+        else {
             continue;
         };
         let token = match value.get(..prefix.len()) {

@@ -126,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
     let (span_export, _span_export_task) = match &args.otlp_endpoint {
         Some(endpoint) => {
             let service = format!("{}.{}", identity.service_account(), identity.namespace());
-            let (export, task) = SpanExport::start(endpoint, &service).context("--otlp-endpoint")?;
+            let (export, task) =
+                SpanExport::start(endpoint, &service).context("--otlp-endpoint")?;
             (Some(export), Some(task))
         }
         None => (None, None),

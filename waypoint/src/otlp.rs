@@ -65,7 +65,10 @@ pub struct FinishedSpan {
 impl SpanExport {
     /// Starts exporting to the OTLP/gRPC collector at `endpoint` (e.g.
     /// `http://collector:4317`), as service `service_name`. Must run inside a tokio runtime.
-    pub fn start(endpoint: &str, service_name: &str) -> Result<(Self, SpanExportTask), ExportError> {
+    pub fn start(
+        endpoint: &str,
+        service_name: &str,
+    ) -> Result<(Self, SpanExportTask), ExportError> {
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
@@ -142,10 +145,7 @@ fn to_span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         KeyValue::new("http.request.method", attributes.method.clone()),
         KeyValue::new("url.path", attributes.path.clone()),
         KeyValue::new("server.address", attributes.authority.clone()),
-        KeyValue::new(
-            "http.response.status_code",
-            i64::from(attributes.status),
-        ),
+        KeyValue::new("http.response.status_code", i64::from(attributes.status)),
         KeyValue::new("guid:x-request-id", attributes.request_id.clone()),
         KeyValue::new("source.principal", attributes.source_principal.clone()),
         KeyValue::new("response_flags", attributes.response_flags.clone()),

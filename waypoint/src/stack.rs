@@ -373,9 +373,10 @@ impl Stack {
         let request_id = tracing_ctx::ensure_request_id(&mut parts.headers);
         let span = self.observe.tracer.start(&parts.headers);
         span.inject(&mut parts.headers);
-        let mut record = self.observe.access_log.then(|| {
-            access_record(tunnel, &parts, &span, request_id.clone(), SystemTime::now())
-        });
+        let mut record = self
+            .observe
+            .access_log
+            .then(|| access_record(tunnel, &parts, &span, request_id.clone(), SystemTime::now()));
         let request_bytes = Arc::new(AtomicU64::new(0));
         let body = CountingBody::new(body, request_bytes.clone());
         let grpc = errors::is_grpc(&parts.headers);
@@ -440,7 +441,14 @@ impl Stack {
             }
             None => response,
         };
-        self.observe_end(response, span, span_attributes, record, started, request_bytes_seen)
+        self.observe_end(
+            response,
+            span,
+            span_attributes,
+            record,
+            started,
+            request_bytes_seen,
+        )
     }
 
     /// Finishes the span and writes the access-log line when the response's last byte is

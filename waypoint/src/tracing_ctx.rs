@@ -153,7 +153,14 @@ impl ServerSpan {
         let flags = if self.sampled { "01" } else { "00" };
         let traceparent = format!("00-{trace_id}-{span_id}-{flags}");
         let had_single_b3 = headers.contains_key(B3);
-        for name in [&B3, &B3_TRACE_ID, &B3_SPAN_ID, &B3_PARENT_SPAN_ID, &B3_SAMPLED, &B3_FLAGS] {
+        for name in [
+            &B3,
+            &B3_TRACE_ID,
+            &B3_SPAN_ID,
+            &B3_PARENT_SPAN_ID,
+            &B3_SAMPLED,
+            &B3_FLAGS,
+        ] {
             headers.remove(name);
         }
         let sampled = if self.sampled { "1" } else { "0" };
@@ -239,7 +246,9 @@ fn parse_traceparent(value: &str) -> Option<IncomingContext> {
     if version.len() != 2 || version == "ff" || (version == "00" && fields.next().is_some()) {
         return None;
     }
-    let flags = u8::from_str_radix(flags, 16).ok().filter(|_| flags.len() == 2)?;
+    let flags = u8::from_str_radix(flags, 16)
+        .ok()
+        .filter(|_| flags.len() == 2)?;
     Some(IncomingContext {
         trace_id: parse_id(trace)?,
         parent_span_id: parse_id(span)?,

@@ -76,7 +76,11 @@ impl Signer {
                 .unwrap();
             out
         } else {
-            self.ec.sign(&rng, signed.as_bytes()).unwrap().as_ref().to_vec()
+            self.ec
+                .sign(&rng, signed.as_bytes())
+                .unwrap()
+                .as_ref()
+                .to_vec()
         };
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
@@ -172,8 +176,14 @@ async fn jwt_matrix() {
 
     let rs256 = inline.sign("RS256", &claims(INLINE_ISSUER, json!({})));
     let es256 = inline.sign("ES256", &claims(INLINE_ISSUER, json!({})));
-    let admin = inline.sign("ES256", &claims(INLINE_ISSUER, json!({"groups": ["admin"]})));
-    let expired = inline.sign("RS256", &claims(INLINE_ISSUER, json!({"exp": now() - 3600})));
+    let admin = inline.sign(
+        "ES256",
+        &claims(INLINE_ISSUER, json!({"groups": ["admin"]})),
+    );
+    let expired = inline.sign(
+        "RS256",
+        &claims(INLINE_ISSUER, json!({"exp": now() - 3600})),
+    );
     let wrong_audience = inline.sign("RS256", &claims(INLINE_ISSUER, json!({"aud": "billing"})));
     let unknown_issuer = inline.sign("RS256", &claims("https://other.test", json!({})));
     // Signed by the remote issuer's EC key (the RSA key is the same fixture in both) but
@@ -261,7 +271,12 @@ async fn unreachable_jwks_refuses_tokens_but_not_anonymous_requests() {
     let harness = Harness::start(|zt| {
         let mut config = config(
             zt,
-            vec![service("cart", "10.96.0.10", &[(Some("http"), 80, port)], &["cart-1"])],
+            vec![service(
+                "cart",
+                "10.96.0.10",
+                &[(Some("http"), 80, port)],
+                &["cart-1"],
+            )],
             vec![workload("cart-1")],
             vec![],
             vec![],
@@ -273,7 +288,10 @@ async fn unreachable_jwks_refuses_tokens_but_not_anonymous_requests() {
         config
     })
     .await;
-    let token = format!("Bearer {}", signer.sign("RS256", &claims(URI_ISSUER, json!({}))));
+    let token = format!(
+        "Bearer {}",
+        signer.sign("RS256", &claims(URI_ISSUER, json!({})))
+    );
     let mut client = harness.client("10.96.0.10:80", false).await;
     let answer = client
         .send(request("GET", "/", &[("authorization", &token)]))

@@ -31,7 +31,12 @@ const PARENT: &str = "00f067aa0ba902b7";
 fn one_service(zt: u16, port: u16) -> Value {
     config(
         zt,
-        vec![service("cart", "10.96.0.10", &[(Some("http"), 80, port)], &["cart-1"])],
+        vec![service(
+            "cart",
+            "10.96.0.10",
+            &[(Some("http"), 80, port)],
+            &["cart-1"],
+        )],
         vec![workload("cart-1")],
         vec![],
         vec![],
@@ -68,7 +73,11 @@ async fn trace_context_reaches_the_upstream_with_the_waypoint_as_parent() {
         // B3 single header in, with the caller's request id kept.
         let b3 = format!("{TRACE}-{PARENT}-1");
         let answer = client
-            .send(request("GET", "/", &[("b3", &b3), ("x-request-id", "req-7")]))
+            .send(request(
+                "GET",
+                "/",
+                &[("b3", &b3), ("x-request-id", "req-7")],
+            ))
             .await;
         let single = answer.header("x-echo-b3").unwrap();
         assert!(single.starts_with(TRACE), "{single}");
@@ -156,13 +165,23 @@ async fn sampled_spans_reach_an_otlp_collector() {
     let upstream_parent = answer.header("x-echo-traceparent").unwrap().to_owned();
 
     let span = within(spans.recv()).await.unwrap();
-    assert_eq!(hex(&span.trace_id), TRACE, "the unsampled trace is never exported");
+    assert_eq!(
+        hex(&span.trace_id),
+        TRACE,
+        "the unsampled trace is never exported"
+    );
     assert_eq!(hex(&span.parent_span_id), PARENT);
-    assert_eq!(upstream_parent.split('-').nth(2), Some(hex(&span.span_id).as_str()));
+    assert_eq!(
+        upstream_parent.split('-').nth(2),
+        Some(hex(&span.span_id).as_str())
+    );
     assert_eq!(span.kind, SpanKind::Server as i32);
     assert_eq!(span.name, "GET /items");
     assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
-    assert_eq!(attribute(&span, "http.response.status_code"), Some(&AnyValue::IntValue(200)));
+    assert_eq!(
+        attribute(&span, "http.response.status_code"),
+        Some(&AnyValue::IntValue(200))
+    );
     assert_eq!(
         attribute(&span, "source.principal"),
         Some(&AnyValue::StringValue(
@@ -214,9 +233,9 @@ async fn one_json_access_log_line_per_request() {
         .finish();
     let filter = tracing_subscriber::filter::Targets::new()
         .with_target(ambit_waypoint::access_log::TARGET, tracing::Level::INFO);
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::layer::SubscriberExt::with(subscriber, filter),
-    );
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::layer::SubscriberExt::with(
+        subscriber, filter,
+    ));
 
     let upstream = Upstream::start("echo", Behavior::Echo).await;
     let port = upstream.addr.port();
@@ -259,7 +278,10 @@ async fn one_json_access_log_line_per_request() {
     assert_eq!(ok["bytes_received"], 5);
     assert_eq!(ok["bytes_sent"], answer.body.len());
     assert_eq!(ok["upstream_host"], format!("127.0.0.1:{port}"));
-    assert_eq!(ok["source_principal"], "spiffe://cluster.local/ns/test/sa/client");
+    assert_eq!(
+        ok["source_principal"],
+        "spiffe://cluster.local/ns/test/sa/client"
+    );
     assert_eq!(ok["destination_address"], "10.96.0.10:80");
     assert_eq!(
         ok["destination_principal"],

@@ -200,7 +200,9 @@ fn parse_scope(
     }
     let selector = spec.selector.as_ref().filter(|s| !s.is_empty());
     match (selector, targets.is_empty()) {
-        (Some(_), false) => Err(ctx.err("spec.selector", format!("cannot be combined with {field}"))),
+        (Some(_), false) => {
+            Err(ctx.err("spec.selector", format!("cannot be combined with {field}")))
+        }
         (Some(selector), true) => Ok(PolicyScope::Selector(selector.clone())),
         (None, false) => Ok(PolicyScope::TargetRefs(targets)),
         (None, true) => Ok(PolicyScope::Namespace),
@@ -336,10 +338,22 @@ mod tests {
             (r#"{"issuer":"i","jwksUri":"ftp://a/k"}"#, "jwksUri"),
             (r#"{"issuer":"i","jwks":"[]"}"#, "keys"),
             (r#"{"issuer":"i","jwks":"{\"keys\":[{}]}"}"#, "kty"),
-            (r#"{"issuer":"i","jwks":"{\"keys\":[]}","jwksUri":"http://a"}"#, "combined"),
-            (r#"{"issuer":"i","jwksUri":"http://a","fromHeaders":[{"name":"a b"}]}"#, "fromHeaders[0]"),
-            (r#"{"issuer":"i","jwksUri":"http://a","outputPayloadToHeader":""}"#, "outputPayloadToHeader"),
-            (r#"{"issuer":"i","jwksUri":"http://a","fromCookies":["c"]}"#, "fromCookies"),
+            (
+                r#"{"issuer":"i","jwks":"{\"keys\":[]}","jwksUri":"http://a"}"#,
+                "combined",
+            ),
+            (
+                r#"{"issuer":"i","jwksUri":"http://a","fromHeaders":[{"name":"a b"}]}"#,
+                "fromHeaders[0]",
+            ),
+            (
+                r#"{"issuer":"i","jwksUri":"http://a","outputPayloadToHeader":""}"#,
+                "outputPayloadToHeader",
+            ),
+            (
+                r#"{"issuer":"i","jwksUri":"http://a","fromCookies":["c"]}"#,
+                "fromCookies",
+            ),
         ];
         for (rule, expected) in cases {
             let text = format!(r#"{{"name":"n","namespace":"ns","spec":{{"jwtRules":[{rule}]}}}}"#);

@@ -68,7 +68,10 @@ fn get() -> Request {
         headers: vec![("x-user", "alice")],
         request_principal: Some("https://issuer/alice"),
         audiences: vec!["cart", "billing"],
-        claims: vec![("groups", vec!["admin", "dev"]), ("iss", vec!["https://issuer"])],
+        claims: vec![
+            ("groups", vec!["admin", "dev"]),
+            ("iss", vec!["https://issuer"]),
+        ],
         remote_ip: "192.0.2.7".parse().unwrap(),
     }
 }

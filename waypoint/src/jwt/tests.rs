@@ -23,12 +23,8 @@ impl Signer {
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         Self {
             rsa: RsaKeyPair::from_pkcs8(RSA_PKCS8).unwrap(),
-            ec: EcdsaKeyPair::from_pkcs8(
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-                ec_pkcs8.as_ref(),
-                &rng,
-            )
-            .unwrap(),
+            ec: EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, ec_pkcs8.as_ref(), &rng)
+                .unwrap(),
         }
     }
 
@@ -164,12 +160,12 @@ async fn invalid_tokens_are_refused_with_the_reason() {
             format!("{head}.{forged_payload}.{signature}"),
             JwtError::BadSignature,
         ),
+        (signer.token("RS256", "unknown", &claims()), JwtError::NoKey),
         (
-            signer.token("RS256", "unknown", &claims()),
-            JwtError::NoKey,
-        ),
-        (
-            format!("{none_header}.{}.", URL_SAFE_NO_PAD.encode(claims().to_string())),
+            format!(
+                "{none_header}.{}.",
+                URL_SAFE_NO_PAD.encode(claims().to_string())
+            ),
             JwtError::UnsupportedAlgorithm("none".into()),
         ),
     ];
@@ -177,7 +173,10 @@ async fn invalid_tokens_are_refused_with_the_reason() {
         assert_eq!(check(&rule, &mut bearer(&token)).await, Err(expected));
     }
     let malformed = check(&rule, &mut bearer("not-a-jwt")).await;
-    assert!(matches!(malformed, Err(JwtError::Malformed(_))), "{malformed:?}");
+    assert!(
+        matches!(malformed, Err(JwtError::Malformed(_))),
+        "{malformed:?}"
+    );
 }
 
 #[tokio::test]
@@ -203,14 +202,22 @@ async fn custom_locations_forwarding_and_payload_output() {
     let mut request = parts(&format!("/a?x=1&access_token={token}&y=2"), &[]);
     assert!(check(&from_param, &mut request).await.unwrap().is_some());
     assert_eq!(request.uri.path_and_query().unwrap().as_str(), "/a?x=1&y=2");
-    let payload = request.headers.get("x-jwt-payload").unwrap().to_str().unwrap();
+    let payload = request
+        .headers
+        .get("x-jwt-payload")
+        .unwrap()
+        .to_str()
+        .unwrap();
     let decoded: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     assert_eq!(decoded["sub"], "alice");
 
     from_param.forward_original_token = true;
     let mut request = parts(&format!("/a?access_token={token}"), &[]);
     assert!(check(&from_param, &mut request).await.unwrap().is_some());
-    assert_eq!(request.uri.query(), Some(format!("access_token={token}").as_str()));
+    assert_eq!(
+        request.uri.query(),
+        Some(format!("access_token={token}").as_str())
+    );
 
     let header_rule = JwtRule {
         from_headers: vec![JwtHeader {
@@ -232,7 +239,11 @@ fn key_sets_keep_only_signature_keys_of_known_types() {
     let signer = Signer::new();
     assert_eq!(KeySet::parse(signer.jwks().as_bytes()).unwrap().len(), 2);
     let encryption = json!({"keys": [{"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"}]});
-    assert!(KeySet::parse(encryption.to_string().as_bytes()).unwrap().is_empty());
+    assert!(
+        KeySet::parse(encryption.to_string().as_bytes())
+            .unwrap()
+            .is_empty()
+    );
     let short = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AQAB", "y": "AQAB"}]});
     assert!(KeySet::parse(short.to_string().as_bytes()).is_err());
     assert!(KeySet::parse(b"[]").is_err());

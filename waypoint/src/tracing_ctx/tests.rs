@@ -60,7 +60,11 @@ fn refuses_invalid_contexts() {
         format!("00-{TRACE}-{PARENT}-zz"),
     ];
     for value in invalid {
-        assert_eq!(extract(&headers(&[("traceparent", &value)])), None, "{value}");
+        assert_eq!(
+            extract(&headers(&[("traceparent", &value)])),
+            None,
+            "{value}"
+        );
     }
     // A future version may add fields.
     let future = format!("01-{TRACE}-{PARENT}-01-more");
@@ -114,7 +118,10 @@ fn sampling_follows_the_caller_else_the_ratio() {
     let mut out = HeaderMap::new();
     a.inject(&mut out);
     assert!(out.get("x-b3-parentspanid").is_none());
-    assert!(out.get("b3").is_none(), "single b3 only when the caller used it");
+    assert!(
+        out.get("b3").is_none(),
+        "single b3 only when the caller used it"
+    );
 }
 
 #[test]
