@@ -301,3 +301,33 @@ impl ResourceError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ambit_model::RequestAuthenticationSpec;
+    use ambit_model::request_authn::JwtRule;
+
+    use super::*;
+
+    #[test]
+    fn request_authentication_round_trips_and_is_validated_on_decode() {
+        let spec = RequestAuthenticationSpec {
+            jwt_rules: vec![JwtRule {
+                issuer: "https://issuer.test".into(),
+                jwks_uri: Some("http://keys.test/jwks".into()),
+                ..JwtRule::default()
+            }],
+            ..RequestAuthenticationSpec::default()
+        };
+        let resource = MeshResource::from(RequestAuthentication::new("jwt", "shop", spec).unwrap());
+        let key = resource.key();
+        assert_eq!(key.kind.as_str(), "RequestAuthentication");
+        let payload = resource.encode().unwrap();
+        assert_eq!(MeshResource::decode(&key, &payload).unwrap(), resource);
+
+        // A rule without keys is refused when decoded, as the model refuses it.
+        let keyless = br#"{"name":"jwt","namespace":"shop","spec":{"jwtRules":[{"issuer":"i"}]}}"#;
+        let err = MeshResource::decode(&key, keyless).unwrap_err();
+        assert!(err.to_string().contains("jwksUri"), "{err}");
+    }
+}
