@@ -297,12 +297,15 @@ error_log {d}/nginx-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    # The load generator keeps its connections for the whole run.
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream backend {{ server {terminator}; keepalive 64; }}
+    upstream backend {{ server {terminator}; keepalive 64; keepalive_requests 100000000; }}
     server {{
         listen {listen} ssl http2;
         ssl_protocols TLSv1.3;
@@ -426,6 +429,14 @@ impl Drop for Process {
 // ─── Load ──────────────────────────────────────────────────────────────────────────────────
 
 impl Via {
+    fn name(&self) -> &'static str {
+        match self {
+            Via::Direct(_) => "direct",
+            Via::Waypoint { .. } => "waypoint",
+            Via::Nginx { .. } => "nginx",
+        }
+    }
+
     /// One connection (h1) or one h2 connection.
     async fn connect(&self, h2: bool) -> Result<Sender> {
         match self {
@@ -507,6 +518,7 @@ impl Sender {
 
 /// Keeps [`CONCURRENCY`] requests in flight on `path` for the warm-up, then measures.
 async fn load(path: &Via, h2: bool, plan: &Plan) -> Result<Figures> {
+    let name = path.name();
     let connections = if h2 {
         CONCURRENCY / H2_STREAMS_PER_CONNECTION
     } else {
@@ -532,7 +544,10 @@ async fn load(path: &Via, h2: bool, plan: &Plan) -> Result<Figures> {
                 if sent >= end {
                     return Ok::<_, anyhow::Error>(latencies);
                 }
-                sender.get().await?;
+                sender
+                    .get()
+                    .await
+                    .with_context(|| format!("{name} h2={h2}"))?;
                 if sent >= measure_from {
                     latencies.push(sent.elapsed());
                     completed.fetch_add(1, Ordering::Relaxed);

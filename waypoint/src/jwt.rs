@@ -6,13 +6,13 @@
 //! `request.auth.*` unset); a request with a token that fails any check is refused with `401`,
 //! whatever the policies say. A token whose `iss` no rule accepts fails too.
 //!
-//! Keys come inline (`jwks`, parsed once) or from `jwksUri` over plain HTTP, cached and
-//! refreshed in the background every [`JwksCache::refresh`]; a token naming an unknown `kid`
-//! triggers one early refetch (key rotation). `https` JWKS URIs are not supported yet: they
-//! fail with a clear error (and therefore `401`).
+//! Keys come inline (`jwks`, parsed once) or from `jwksUri` over HTTP or HTTPS (rustls, the
+//! system's CA roots), cached and refreshed in the background every [`JwksCache::refresh`]; a
+//! token naming an unknown `kid` triggers one early refetch (key rotation). A key set that
+//! cannot be fetched refuses every token of its issuer (`401`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ambit_model::request_authn::{JwtHeader, JwtRule};
@@ -25,9 +25,12 @@ use http::{HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
 /// Clock skew tolerated on `exp` and `nbf` (Envoy's default).
@@ -48,6 +51,8 @@ struct CacheInner {
     entries: Mutex<HashMap<String, CacheEntry>>,
     refresh: Duration,
     fetch_timeout: Duration,
+    /// For https JWKS URIs; built on first use from the system roots unless given.
+    tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,8 +172,15 @@ impl JwksCache {
                 entries: Mutex::new(HashMap::new()),
                 refresh,
                 fetch_timeout,
+                tls: OnceLock::new(),
             }),
         }
+    }
+
+    /// Trusts only `roots` for https JWKS URIs instead of the system's roots.
+    pub fn with_tls_roots(self, roots: rustls::RootCertStore) -> Self {
+        let _ = self.inner.tls.set(tls_config(roots));
+        self
     }
 
     /// How often key sets from URIs are refetched.
@@ -282,7 +294,13 @@ impl JwksCache {
     }
 
     async fn fetch_and_store(&self, uri: &str) -> Result<Arc<KeySet>, JwtError> {
-        let keys = Arc::new(fetch(uri, self.inner.fetch_timeout).await?);
+        let tls = self
+            .inner
+            .tls
+            .get_or_init(|| tls_config(system_roots()))
+            .as_ref()
+            .map_err(|err| JwtError::Jwks(err.clone()))?;
+        let keys = Arc::new(fetch(uri, self.inner.fetch_timeout, tls).await?);
         self.store(uri, keys.clone());
         Ok(keys)
     }
@@ -596,52 +614,103 @@ fn check_claims(
     })
 }
 
-/// GETs a JWKS over plain HTTP/1.1.
-async fn fetch(uri: &str, timeout: Duration) -> Result<KeySet, JwtError> {
+/// GETs a JWKS over HTTP/1.1, in TLS for `https` URIs.
+async fn fetch(
+    uri: &str,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<KeySet, JwtError> {
     let err = |what: String| JwtError::Jwks(format!("{uri}: {what}"));
     let parsed: Uri = uri.parse().map_err(|e| err(format!("{e}")))?;
-    if parsed.scheme_str() != Some("http") {
-        return Err(err("only http JWKS URIs are supported".into()));
-    }
+    let https = match parsed.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(err("not an http or https URI".into())),
+    };
     let authority = parsed
         .authority()
         .ok_or_else(|| err("no host".into()))?
         .clone();
-    let port = authority.port_u16().unwrap_or(80);
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let path = parsed
         .path_and_query()
         .map_or("/", PathAndQuery::as_str)
         .to_owned();
     let exchange = async {
-        let tcp = TcpStream::connect((authority.host(), port))
+        let tcp = TcpStream::connect((host, port))
             .await
             .map_err(|e| err(format!("connect: {e}")))?;
-        let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| err(format!("handshake: {e}")))?;
-        tokio::spawn(connection);
-        let request = Request::get(path)
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| err(format!("request: {e}")))?;
-        let response = send
-            .send_request(request)
-            .await
-            .map_err(|e| err(format!("{e}")))?;
-        if response.status() != StatusCode::OK {
-            return Err(err(format!("status {}", response.status())));
-        }
-        let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-            .collect()
-            .await
-            .map_err(|e| err(format!("body: {e}")))?
-            .to_bytes();
-        KeySet::parse(&body)
+        let body = if https {
+            let name = ServerName::try_from(host.to_owned())
+                .map_err(|e| err(format!("server name: {e}")))?;
+            let stream = TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| err(format!("TLS: {e}")))?;
+            get(stream, authority.as_str(), &path).await
+        } else {
+            get(tcp, authority.as_str(), &path).await
+        };
+        KeySet::parse(&body.map_err(err)?)
     };
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| err("timed out".into()))?
+}
+
+/// One GET over `io`; the body of a `200`.
+async fn get<I>(io: I, authority: &str, path: &str) -> Result<Bytes, String>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut send, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let response = send
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != StatusCode::OK {
+        return Err(format!("status {}", response.status()));
+    }
+    Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map(|body| body.to_bytes())
+        .map_err(|e| format!("body: {e}"))
+}
+
+/// The system's trusted CAs; none (every https fetch fails) if they cannot be read.
+fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for err in &found.errors {
+        warn!(%err, "reading the system CA roots for JWKS fetches");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    debug!(added, ignored, "system CA roots for JWKS fetches");
+    roots
+}
+
+fn tls_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| format!("TLS for JWKS fetches: {err}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -407,7 +407,9 @@ impl Stack {
         if let Some(record) = &mut record {
             complete_record(record, &response, &log);
         }
-        let span_attributes = span.is_sampled().then(|| SpanAttributes {
+        // Span attributes only matter when the span will be exported.
+        let exported = span.is_sampled() && self.observe.tracer.exports();
+        let span_attributes = exported.then(|| SpanAttributes {
             method: method.to_string(),
             path: path.clone(),
             authority: filters::request_host(&parts).unwrap_or("").to_owned(),

@@ -90,6 +90,11 @@ impl Tracer {
         }
     }
 
+    /// Whether finished spans go anywhere (an exporter is configured).
+    pub fn exports(&self) -> bool {
+        self.export.is_some()
+    }
+
     /// Ends `span`: a sampled span goes to the exporter with `attributes`.
     pub fn finish(&self, span: &ServerSpan, name: String, attributes: SpanAttributes) {
         let (Some(export), true) = (&self.export, span.sampled) else {

@@ -1,4 +1,6 @@
-use http::Request;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::service::service_fn;
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
@@ -247,4 +249,64 @@ fn key_sets_keep_only_signature_keys_of_known_types() {
     let short = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "AQAB", "y": "AQAB"}]});
     assert!(KeySet::parse(short.to_string().as_bytes()).is_err());
     assert!(KeySet::parse(b"[]").is_err());
+}
+
+/// An https server (self-signed for `localhost`) answering every GET with `body`; returns its
+/// JWKS URI and its certificate.
+async fn serve_https_jwks(body: String) -> (String, rustls::pki_types::CertificateDer<'static>) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |_: Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}/jwks"), cert.der().clone())
+}
+
+#[tokio::test]
+async fn jwks_over_https_from_a_trusted_server() {
+    let signer = Signer::new();
+    let (uri, certificate) = serve_https_jwks(signer.jwks()).await;
+    let rule = JwtRule {
+        jwks: None,
+        jwks_uri: Some(uri),
+        ..rule(String::new())
+    };
+    let token = signer.token("ES256", "e1", &claims());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certificate).unwrap();
+    let trusting = JwksCache::default().with_tls_roots(roots);
+    let auth = trusting.authenticate(&[&rule], &mut bearer(&token)).await;
+    assert!(matches!(auth, Ok(Some(_))), "{auth:?}");
+
+    let untrusting = JwksCache::default().with_tls_roots(rustls::RootCertStore::empty());
+    let refused = untrusting.authenticate(&[&rule], &mut bearer(&token)).await;
+    assert!(
+        matches!(&refused, Err(JwtError::Jwks(reason)) if reason.contains("TLS")),
+        "{refused:?}"
+    );
 }
