@@ -52,6 +52,8 @@ const SERVICE_VIP: &str = "10.96.0.10";
 const NGINX: &str = "/usr/sbin/nginx";
 /// Upper bound for the whole run, so a hang never leaves processes behind.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// `/proc` CPU times are in clock ticks of 10 ms (USER_HZ = 100 on Linux).
+const MICROS_PER_TICK: f64 = 10_000.0;
 
 /// How long each measurement runs.
 struct Plan {
@@ -83,6 +85,8 @@ enum Sender {
 #[derive(Clone, Copy)]
 struct Figures {
     requests_per_s: f64,
+    /// CPU time the proxy's processes spent per request (user + system), if measured.
+    cpu_us_per_request: Option<f64>,
     p50: Duration,
     p99: Duration,
 }
@@ -151,7 +155,7 @@ async fn run(dir: &Path, plan: &Plan) -> Result<()> {
     let mut rows = Vec::new();
     let mut peak_rss = 0;
     for h2 in [false, true] {
-        let direct = load(&Via::Direct(upstream.addr), h2, plan).await?;
+        let direct = load(&Via::Direct(upstream.addr), h2, plan, None).await?;
         let sampler = RssSampler::start(waypoint.child.id());
         let through_waypoint = load(
             &Via::Waypoint {
@@ -160,11 +164,12 @@ async fn run(dir: &Path, plan: &Plan) -> Result<()> {
             },
             h2,
             plan,
+            Some(waypoint.child.id()),
         )
         .await?;
         peak_rss = peak_rss.max(sampler.stop().await);
         let through_nginx = match &nginx {
-            Some((_, addr, tls)) => Some(
+            Some((process, addr, tls)) => Some(
                 load(
                     &Via::Nginx {
                         addr: *addr,
@@ -172,6 +177,7 @@ async fn run(dir: &Path, plan: &Plan) -> Result<()> {
                     },
                     h2,
                     plan,
+                    Some(process.child.id()),
                 )
                 .await?,
             ),
@@ -517,7 +523,7 @@ impl Sender {
 }
 
 /// Keeps [`CONCURRENCY`] requests in flight on `path` for the warm-up, then measures.
-async fn load(path: &Via, h2: bool, plan: &Plan) -> Result<Figures> {
+async fn load(path: &Via, h2: bool, plan: &Plan, proxy: Option<u32>) -> Result<Figures> {
     let name = path.name();
     let connections = if h2 {
         CONCURRENCY / H2_STREAMS_PER_CONNECTION
@@ -534,6 +540,15 @@ async fn load(path: &Via, h2: bool, plan: &Plan) -> Result<Figures> {
     let measure_from = start + plan.warmup;
     let end = measure_from + plan.measure;
     let completed = Arc::new(AtomicU64::new(0));
+    // The proxy's CPU time over exactly the measured window.
+    let cpu = proxy.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = cpu_ticks(pid);
+            tokio::time::sleep_until(end.into()).await;
+            cpu_ticks(pid).saturating_sub(before)
+        })
+    });
     let mut workers = Vec::with_capacity(CONCURRENCY);
     for sender in senders {
         let completed = completed.clone();
@@ -563,11 +578,40 @@ async fn load(path: &Via, h2: bool, plan: &Plan) -> Result<Figures> {
     if latencies.is_empty() {
         bail!("no request completed");
     }
+    let completed = completed.load(Ordering::Relaxed);
+    let cpu_us_per_request = match cpu {
+        Some(task) => Some(task.await? as f64 * MICROS_PER_TICK / completed as f64),
+        None => None,
+    };
     Ok(Figures {
-        requests_per_s: completed.load(Ordering::Relaxed) as f64 / plan.measure.as_secs_f64(),
+        requests_per_s: completed as f64 / plan.measure.as_secs_f64(),
+        cpu_us_per_request,
         p50: percentile(&latencies, 50),
         p99: percentile(&latencies, 99),
     })
+}
+
+/// User + system clock ticks of `pid` and its children processes (nginx's workers).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = |pid: &str| -> Option<(u32, u64)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name: state ppid ... utime (14th) stime (15th).
+        let fields: Vec<&str> = text.rsplit_once(") ")?.1.split_whitespace().collect();
+        let ppid = fields.get(1)?.parse().ok()?;
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        Some((ppid, utime + stime))
+    };
+    let own = stat(&pid.to_string()).map_or(0, |(_, ticks)| ticks);
+    let children: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| stat(entry.file_name().to_str()?))
+        .filter(|(ppid, _)| *ppid == pid)
+        .map(|(_, ticks)| ticks)
+        .sum();
+    own + children
 }
 
 fn percentile(sorted: &[Duration], pct: usize) -> Duration {
@@ -626,8 +670,8 @@ fn print_table(
     println!();
     println!("waypoint benchmark: {CONCURRENCY} requests in flight, GET with an empty body");
     println!(
-        "{:<6} {:<9} {:>10} {:>9} {:>9} {:>12} {:>12}",
-        "proto", "path", "req/s", "p50 ms", "p99 ms", "rate/nginx", "p99/nginx"
+        "{:<6} {:<9} {:>10} {:>9} {:>9} {:>12} {:>12} {:>12}",
+        "proto", "path", "req/s", "p50 ms", "p99 ms", "rate/nginx", "p99/nginx", "proxy CPU/req"
     );
     for (h2, direct, waypoint, nginx) in rows {
         let proto = if *h2 { "h2" } else { "http/1" };
@@ -639,8 +683,11 @@ fn print_table(
                 ),
                 None => ("-".into(), "-".into()),
             };
+            let cpu = f
+                .cpu_us_per_request
+                .map_or_else(|| "-".to_owned(), |us| format!("{us:.1} us"));
             println!(
-                "{proto:<6} {name:<9} {:>10.0} {:>9.3} {:>9.3} {rate:>12} {p99:>12}",
+                "{proto:<6} {name:<9} {:>10.0} {:>9.3} {:>9.3} {rate:>12} {p99:>12} {cpu:>12}",
                 f.requests_per_s,
                 ms(f.p50),
                 ms(f.p99),
