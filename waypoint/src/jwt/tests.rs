@@ -310,3 +310,89 @@ async fn jwks_over_https_from_a_trusted_server() {
         "{refused:?}"
     );
 }
+
+/// An http server answering every GET with the current `document`, reporting each hit.
+async fn serve_jwks(
+    document: Arc<Mutex<String>>,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hits, hit) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (document, hits) = (document.clone(), hits.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |_: Request<hyper::body::Incoming>| {
+                    let body = document.lock().unwrap().clone();
+                    let _ = hits.send(());
+                    async move { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(body)))) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/jwks"), hit)
+}
+
+async fn next_hit(hits: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(10), hits.recv())
+        .await
+        .expect("no JWKS fetch")
+        .expect("server gone");
+}
+
+#[tokio::test]
+async fn uri_key_sets_are_cached_and_refreshed_in_the_background() {
+    let (old, new) = (Signer::new(), Signer::new());
+    let document = Arc::new(Mutex::new(old.jwks()));
+    let (uri, mut hits) = serve_jwks(document.clone()).await;
+    let rule = JwtRule {
+        jwks: None,
+        jwks_uri: Some(uri),
+        ..rule(String::new())
+    };
+    let old_token = old.token("ES256", "e1", &claims());
+    let new_token = new.token("ES256", "e1", &claims());
+
+    // Refreshed on every use: the first request fetches, later ones refetch behind.
+    let cache = JwksCache::new(Duration::ZERO, Duration::from_secs(5));
+    let auth = cache.authenticate(&[&rule], &mut bearer(&old_token)).await;
+    assert!(matches!(auth, Ok(Some(_))), "{auth:?}");
+    next_hit(&mut hits).await;
+
+    // The issuer rotates its key. The cached set has no key the new token verifies with
+    // (same kid, other key), so it fails while the use starts a background refetch...
+    *document.lock().unwrap() = new.jwks();
+    let refused = cache.authenticate(&[&rule], &mut bearer(&new_token)).await;
+    assert_eq!(refused, Err(JwtError::BadSignature));
+    next_hit(&mut hits).await;
+    // ...after which the new key verifies, from the cache. The keys are stored just after
+    // the server answers, unobservably, so retry until then (bounded).
+    let accepted = async {
+        loop {
+            if let Ok(Some(_)) = cache.authenticate(&[&rule], &mut bearer(&new_token)).await {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), accepted)
+        .await
+        .expect("the refreshed key set was never used");
+
+    // A long refresh period: one fetch serves every request.
+    let (uri, mut hits) = serve_jwks(Arc::new(Mutex::new(new.jwks()))).await;
+    let rule = JwtRule {
+        jwks_uri: Some(uri),
+        ..rule.clone()
+    };
+    let cache = JwksCache::default();
+    for _ in 0..5 {
+        let auth = cache.authenticate(&[&rule], &mut bearer(&new_token)).await;
+        assert!(matches!(auth, Ok(Some(_))), "{auth:?}");
+    }
+    next_hit(&mut hits).await;
+    assert!(hits.try_recv().is_err(), "fetched once");
+}
