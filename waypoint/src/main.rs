@@ -122,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
     control.set_config(config.clone());
     config_ready.done();
 
+    if !(0.0..=1.0).contains(&args.trace_sampling) {
+        anyhow::bail!("--trace-sampling must be between 0 and 1");
+    }
     // The span exporter lives as long as `main`; spans queued at exit are lost.
     let (span_export, _span_export_task) = match &args.otlp_endpoint {
         Some(endpoint) => {
