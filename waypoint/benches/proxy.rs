@@ -91,9 +91,11 @@ struct Figures {
     p99: Duration,
 }
 
-/// A child process killed on drop.
+/// A child process stopped on drop: by `stop` if given (nginx's master must stop its
+/// workers, which a kill would orphan), else killed.
 struct Process {
     child: Child,
+    stop: Option<Command>,
 }
 
 fn main() -> Result<()> {
@@ -272,7 +274,7 @@ async fn start_waypoint(
         .stdout(Stdio::null())
         .spawn()
         .context("starting the waypoint binary")?;
-    let process = Process { child };
+    let process = Process { child, stop: None };
     wait_for_listener(listen).await?;
     Ok((process, listen))
 }
@@ -344,7 +346,17 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .context("starting nginx")?;
-    let process = Process { child };
+    let mut stop = Command::new(NGINX);
+    stop.arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.join("nginx-error.log"))
+        .args(["-s", "stop"]);
+    stop.stdout(Stdio::null()).stderr(Stdio::null());
+    let process = Process {
+        child,
+        stop: Some(stop),
+    };
     wait_for_listener(listen).await?;
     let mut tls = (*ambit_identity::tls::client_config(
         certificate(ca, "client")?,
@@ -427,7 +439,14 @@ async fn wait_for_listener(addr: SocketAddr) -> Result<()> {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let stopped = self
+            .stop
+            .take()
+            .and_then(|mut stop| stop.status().ok())
+            .is_some_and(|status| status.success());
+        if !stopped {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
