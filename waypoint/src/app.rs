@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::config::ConfigHandle;
-use crate::stack::{HttpLimits, Stack};
+use crate::stack::{HttpLimits, Observability, Stack};
 use crate::upstream::Upstream;
 
 /// How to run a waypoint.
@@ -36,6 +36,8 @@ pub struct WaypointOptions {
     pub metrics: Option<Metrics>,
     /// Seed of the fault-injection dice (tests); from the OS when unset.
     pub fault_seed: Option<u64>,
+    /// Tracing, access log and JWKS cache.
+    pub observability: Observability,
 }
 
 /// A running waypoint.
@@ -69,6 +71,7 @@ impl WaypointOptions {
             pool: PoolConfig::default(),
             metrics: None,
             fault_seed: None,
+            observability: Observability::default(),
         }
     }
 }
@@ -91,7 +94,8 @@ impl Waypoint {
         };
         let pool = Pool::new(Arc::new(client_tls), options.pool.clone());
         let upstream = Upstream::new(pool, options.identity.clone());
-        let mut stack = Stack::new(config, upstream, options.limits.clone());
+        let mut stack = Stack::new(config, upstream, options.limits.clone())
+            .with_observability(options.observability.clone());
         if let Some(metrics) = &options.metrics {
             stack = stack.with_metrics(metrics.clone());
         }

@@ -7,18 +7,22 @@
 //! - the `istio-waypoint` GatewayClass, from the root namespace (mesh-wide).
 //!
 //! Policies with a `selector` or no target are ztunnel's and are skipped here. The source
-//! principal is the client identity of the inbound HBONE connection. Not yet evaluated:
-//! `request.auth.*` (RequestAuthentication/JWT is issue 4 item 3's unfinished part), so rules
-//! needing it are unevaluable and fail safe as documented in `ambit-policy`.
+//! principal is the client identity of the inbound HBONE connection. `requestPrincipals` and
+//! `request.auth.*` come from the JWT validated by [`crate::jwt`] under the
+//! RequestAuthentications that target the same Service or waypoint ([`request_authentications`]).
 
 use std::net::IpAddr;
 
 use ambit_model::authz::PolicyTargetReference;
-use ambit_model::{AuthorizationPolicy, DEFAULT_ROOT_NAMESPACE, PolicyScope, Service};
+use ambit_model::request_authn::JwtRule;
+use ambit_model::{
+    AuthorizationPolicy, DEFAULT_ROOT_NAMESPACE, PolicyScope, RequestAuthentication, Service,
+};
 use ambit_policy::{Connection, Decision, RequestAttributes};
 use http::request::Parts;
 
 use crate::config::{GatewayName, Snapshot};
+use crate::jwt::RequestAuth;
 use crate::route::filters::{request_host, split_host_port};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -30,6 +34,7 @@ pub struct HttpAttributes<'a> {
     request: &'a Parts,
     host: &'a str,
     remote_ip: IpAddr,
+    auth: Option<&'a RequestAuth>,
 }
 
 impl<'a> HttpAttributes<'a> {
@@ -40,7 +45,14 @@ impl<'a> HttpAttributes<'a> {
             request,
             host,
             remote_ip,
+            auth: None,
         }
+    }
+
+    /// With the request's validated JWT, for `requestPrincipals` and `request.auth.*`.
+    pub fn with_auth(mut self, auth: Option<&'a RequestAuth>) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -62,12 +74,25 @@ impl RequestAttributes for HttpAttributes<'_> {
     }
 
     fn request_principal(&self) -> Option<&str> {
-        // No RequestAuthentication yet: no request carries a validated JWT.
-        None
+        self.auth.map(RequestAuth::principal)
     }
 
     fn remote_ip(&self) -> IpAddr {
         self.remote_ip
+    }
+
+    fn request_audiences(&self) -> Vec<&str> {
+        self.auth
+            .map(|auth| auth.audiences().iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn request_presenter(&self) -> Option<&str> {
+        self.auth.and_then(RequestAuth::presenter)
+    }
+
+    fn request_claim(&self, path: &[String]) -> Vec<&str> {
+        self.auth.map(|auth| auth.claim(path)).unwrap_or_default()
     }
 }
 
@@ -86,6 +111,28 @@ pub fn applicable<'s>(
                 || targets_waypoint(policy, target, snapshot.waypoint.as_ref())
         })
     })
+}
+
+/// The JWT rules of the RequestAuthentications that target `service` or this waypoint (same
+/// attachment rules as AuthorizationPolicy).
+pub fn request_authentications<'s>(
+    snapshot: &'s Snapshot,
+    service: Option<&'s Service>,
+) -> Vec<&'s JwtRule> {
+    snapshot
+        .request_authentications()
+        .iter()
+        .filter(|policy| {
+            let PolicyScope::TargetRefs(targets) = policy.scope() else {
+                return false;
+            };
+            targets.iter().any(|target| {
+                targets_service_in(policy.namespace(), target, service)
+                    || targets_waypoint_in(policy.namespace(), target, snapshot.waypoint.as_ref())
+            })
+        })
+        .flat_map(RequestAuthentication::jwt_rules)
+        .collect()
 }
 
 /// The decision for one HTTP request.
@@ -112,15 +159,20 @@ pub fn authorize_connection(
     ambit_policy::evaluate(applicable(snapshot, service), connection, None)
 }
 
-fn target_namespace<'p>(
-    policy: &'p AuthorizationPolicy,
-    target: &'p PolicyTargetReference,
-) -> &'p str {
-    target.namespace.as_deref().unwrap_or(policy.namespace())
+fn target_namespace<'p>(policy_namespace: &'p str, target: &'p PolicyTargetReference) -> &'p str {
+    target.namespace.as_deref().unwrap_or(policy_namespace)
 }
 
 fn targets_service(
     policy: &AuthorizationPolicy,
+    target: &PolicyTargetReference,
+    service: Option<&Service>,
+) -> bool {
+    targets_service_in(policy.namespace(), target, service)
+}
+
+fn targets_service_in(
+    policy_namespace: &str,
     target: &PolicyTargetReference,
     service: Option<&Service>,
 ) -> bool {
@@ -130,11 +182,19 @@ fn targets_service(
     target.group.is_empty()
         && target.kind == "Service"
         && target.name == service.name()
-        && target_namespace(policy, target) == service.namespace()
+        && target_namespace(policy_namespace, target) == service.namespace()
 }
 
 fn targets_waypoint(
     policy: &AuthorizationPolicy,
+    target: &PolicyTargetReference,
+    waypoint: Option<&GatewayName>,
+) -> bool {
+    targets_waypoint_in(policy.namespace(), target, waypoint)
+}
+
+fn targets_waypoint_in(
+    policy_namespace: &str,
     target: &PolicyTargetReference,
     waypoint: Option<&GatewayName>,
 ) -> bool {
@@ -143,10 +203,11 @@ fn targets_waypoint(
     }
     match target.kind.as_str() {
         "Gateway" => waypoint.is_some_and(|gateway| {
-            target.name == gateway.name && target_namespace(policy, target) == gateway.namespace
+            target.name == gateway.name
+                && target_namespace(policy_namespace, target) == gateway.namespace
         }),
         "GatewayClass" => {
-            target.name == WAYPOINT_CLASS && policy.namespace() == DEFAULT_ROOT_NAMESPACE
+            target.name == WAYPOINT_CLASS && policy_namespace == DEFAULT_ROOT_NAMESPACE
         }
         _ => false,
     }

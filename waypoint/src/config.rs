@@ -18,6 +18,7 @@
 //! localRateLimits: [ ... ]   # {name, namespace, spec: LocalRateLimit spec} (docs/ratelimit.md)
 //! grpcRoutes: [ ... ]     # {name, namespace, spec: GRPCRoute spec}
 //! virtualServices: [ ... ] # {name, namespace, spec: VirtualService spec (HTTP part)}
+//! requestAuthentications: [ ... ]  # {name, namespace, spec: RequestAuthentication spec}
 //! ```
 //!
 //! The controller's push (`--controller`) produces the same [`ConfigFile`] from its stream
@@ -31,8 +32,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, SystemTime};
 
 use ambit_model::{
-    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, Service,
-    VirtualService, Workload,
+    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit,
+    RequestAuthentication, Service, VirtualService, Workload,
 };
 use arc_swap::ArcSwap;
 use serde::Deserialize;
@@ -84,6 +85,9 @@ pub struct ConfigFile {
     /// VirtualServices; a service with an HTTPRoute or GRPCRoute ignores them.
     #[serde(default)]
     pub virtual_services: Vec<VirtualService>,
+    /// JWT rules; only those with `targetRefs` to a service or this waypoint apply here.
+    #[serde(default)]
+    pub request_authentications: Vec<RequestAuthentication>,
 }
 
 /// `namespace/name` of a Gateway.
@@ -136,6 +140,7 @@ pub struct Snapshot {
     local_rate_limits: Vec<Arc<LocalRateLimit>>,
     grpc_route_specs: Vec<GrpcRoute>,
     virtual_service_specs: Vec<VirtualService>,
+    request_authentications: Vec<RequestAuthentication>,
 }
 
 /// Why a configuration could not be loaded.
@@ -260,6 +265,7 @@ impl Snapshot {
             local_rate_limits: file.local_rate_limits.into_iter().map(Arc::new).collect(),
             grpc_route_specs: file.grpc_routes,
             virtual_service_specs: file.virtual_services,
+            request_authentications: file.request_authentications,
         })
     }
 
@@ -286,6 +292,7 @@ impl Snapshot {
             "localRateLimits": self.local_rate_limits.iter().map(|r| &**r).collect::<Vec<_>>(),
             "grpcRoutes": self.grpc_route_specs,
             "virtualServices": self.virtual_service_specs,
+            "requestAuthentications": self.request_authentications,
         })
     }
 
@@ -319,6 +326,11 @@ impl Snapshot {
     /// All authorization policies of the file.
     pub fn policies(&self) -> &[AuthorizationPolicy] {
         &self.policies
+    }
+
+    /// All RequestAuthentications of the file.
+    pub fn request_authentications(&self) -> &[RequestAuthentication] {
+        &self.request_authentications
     }
 
     /// The compiled routes.

@@ -78,6 +78,7 @@ enum ErrorKind {
     PerTryTimeout,
     UpstreamReset { before_request_sent: bool },
     Denied(String),
+    Unauthenticated(String),
     NoRoute,
     BadBackend(String),
     Malformed(String),
@@ -154,6 +155,11 @@ impl ProxyError {
     /// Authorization denied the request; `reason` is logged, never sent.
     pub fn denied(reason: impl Into<String>) -> Self {
         Self::new(ErrorKind::Denied(reason.into()))
+    }
+
+    /// The request carried a JWT that failed validation; `reason` is logged, never sent.
+    pub fn unauthenticated(reason: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated(reason.into()))
     }
 
     /// Routes are attached to the service but none matches the request.
@@ -259,9 +265,10 @@ impl ProxyError {
             | ErrorKind::BadBackend(_)
             | ErrorKind::RateLimited { .. }
             | ErrorKind::UnknownSubset(_) => Side::Internal,
-            ErrorKind::Malformed(_) | ErrorKind::HeadersTooLarge | ErrorKind::BodyTooLarge(_) => {
-                Side::Downstream
-            }
+            ErrorKind::Malformed(_)
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::BodyTooLarge(_)
+            | ErrorKind::Unauthenticated(_) => Side::Downstream,
         }
     }
 
@@ -281,7 +288,10 @@ impl ProxyError {
             ErrorKind::Overflow(_) => Some(ResponseFlag::UpstreamOverflow),
             ErrorKind::RateLimited { .. } => Some(ResponseFlag::RateLimited),
             ErrorKind::UnknownSubset(_) => Some(ResponseFlag::NoClusterFound),
-            ErrorKind::Denied(_) | ErrorKind::BadBackend(_) | ErrorKind::BodyTooLarge(_) => None,
+            ErrorKind::Denied(_)
+            | ErrorKind::Unauthenticated(_)
+            | ErrorKind::BadBackend(_)
+            | ErrorKind::BodyTooLarge(_) => None,
         }
     }
 
@@ -296,6 +306,7 @@ impl ProxyError {
             ErrorKind::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Timeout | ErrorKind::PerTryTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Denied(_) => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::BadBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Malformed(_) => StatusCode::BAD_REQUEST,
@@ -312,6 +323,7 @@ impl ProxyError {
             ErrorKind::Timeout | ErrorKind::PerTryTimeout => "upstream request timeout",
             ErrorKind::UpstreamReset { .. } => "upstream reset before response",
             ErrorKind::Denied(_) => "RBAC: access denied",
+            ErrorKind::Unauthenticated(_) => "Jwt verification fails",
             ErrorKind::NoRoute => "no route matched",
             ErrorKind::BadBackend(_) => "route backend unavailable",
             ErrorKind::Malformed(_) => "bad request",
@@ -341,6 +353,7 @@ impl fmt::Display for ProxyError {
                 !before_request_sent
             ),
             ErrorKind::Denied(reason) => write!(f, "denied by policy: {reason}"),
+            ErrorKind::Unauthenticated(reason) => write!(f, "invalid JWT: {reason}"),
             ErrorKind::NoRoute => f.write_str("no route matched"),
             ErrorKind::BadBackend(what) => write!(f, "bad route backend: {what}"),
             ErrorKind::Malformed(what) => write!(f, "malformed request: {what}"),

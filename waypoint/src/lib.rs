@@ -19,6 +19,9 @@
 //! - [`errors`]: the only place failures become responses;
 //! - [`config`]: the static YAML file, reloaded on change;
 //! - [`metrics`]: Istio's request metrics with `reporter="waypoint"`;
+//! - [`jwt`]: RequestAuthentication (JWT validation, JWKS cache);
+//! - [`tracing_ctx`], [`otlp`]: trace context propagation, request spans, OTLP export;
+//! - [`access_log`]: the JSON access log;
 //! - [`control`]: the admin (15000), metrics (15020) and readiness (15021) servers.
 //!
 //! - [`balance`], [`lb`], [`cluster`], [`outlier`], [`pool_limits`]: DestinationRule —
@@ -31,10 +34,12 @@
 //! GRPCRoute, VirtualService, RequestMirror, tracing/OTLP, the JSON access log, h2 extended
 //! CONNECT, and DestinationRule policies on opaque TCP (round robin only there).
 //! Not yet implemented (issue 4): the controller's gRPC config, WebSocket/Upgrade,
-//! RequestAuthentication (JWT), DestinationRule (subsets, LB algorithms, connection pools,
-//! outlier detection), rate limiting, tracing/OTLP and the JSON access log.
+//! GRPCRoute, VirtualService, RequestAuthentication (JWT), DestinationRule (subsets, LB
+//! algorithms, connection pools, outlier detection), RequestMirror, rate limiting, tracing/OTLP
+//! and the JSON access log.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod authz;
 pub mod balance;
@@ -44,14 +49,17 @@ pub mod control;
 pub mod controller;
 pub mod detect;
 pub mod errors;
+pub mod jwt;
 pub mod lb;
 pub mod metrics;
+pub mod otlp;
 pub mod outlier;
 pub mod pool_limits;
 pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod stack;
+pub mod tracing_ctx;
 pub mod upgrade;
 pub mod upstream;
 
@@ -59,4 +67,4 @@ pub use app::{StartError, Waypoint, WaypointOptions};
 pub use config::{ConfigHandle, ConfigWatcher, Snapshot};
 pub use control::{ControlAddrs, ControlInputs, ControlServers};
 pub use errors::{ProxyError, ResponseFlag};
-pub use stack::HttpLimits;
+pub use stack::{HttpLimits, Observability};

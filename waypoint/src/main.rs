@@ -18,6 +18,8 @@ use ambit_identity::{
 use ambit_runtime::{DrainWatch, Ready, Shutdown};
 use ambit_telemetry::{Metrics, MetricsRegistry};
 use ambit_waypoint::config::GatewayName;
+use ambit_waypoint::otlp::SpanExport;
+use ambit_waypoint::tracing_ctx::Tracer;
 use ambit_waypoint::{
     ConfigHandle, ConfigWatcher, ControlAddrs, ControlInputs, ControlServers, Waypoint,
     WaypointOptions,
@@ -74,6 +76,15 @@ struct Args {
     /// How often to check the config file for changes, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     reload_interval_ms: u64,
+    /// Export request spans over OTLP/gRPC to this collector, e.g. http://collector:4317.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// The share (0 to 1) of traces sampled when the caller sent no sampling decision.
+    #[arg(long, default_value_t = 0.01)]
+    trace_sampling: f64,
+    /// Write one JSON access-log line per request (target `ambit_waypoint::access_log`).
+    #[arg(long)]
+    access_log: bool,
 }
 
 /// Where config and the certificate come from.
@@ -160,8 +171,23 @@ async fn main() -> anyhow::Result<()> {
     };
     control.set_config(config.clone());
 
+    if !(0.0..=1.0).contains(&args.trace_sampling) {
+        anyhow::bail!("--trace-sampling must be between 0 and 1");
+    }
+    // The span exporter lives as long as `main`; spans queued at exit are lost.
+    let (span_export, _span_export_task) = match &args.otlp_endpoint {
+        Some(endpoint) => {
+            let service = format!("{}.{}", identity.service_account(), identity.namespace());
+            let (export, task) =
+                SpanExport::start(endpoint, &service).context("--otlp-endpoint")?;
+            (Some(export), Some(task))
+        }
+        None => (None, None),
+    };
     let mut options = WaypointOptions::new(identity.clone(), args.listen);
     options.metrics = Some(metrics);
+    options.observability.tracer = Tracer::new(args.trace_sampling, span_export);
+    options.observability.access_log = args.access_log;
     let watch = shutdown.watch();
     // Start-up waits for the certificate (possibly long, when the CA refuses us); a SIGTERM
     // meanwhile must still stop the process, so it runs beside `shutdown.run()`.

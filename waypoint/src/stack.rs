@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ambit_hbone::{ByteCounters, HboneStream, InboundRequest, Responder, Target};
 use ambit_identity::SpiffeId;
@@ -39,12 +39,14 @@ use rand::rngs::StdRng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tracing::{debug, info};
 
+use crate::access_log::{AccessRecord, ObservedBody};
 use crate::authz::{self, HttpAttributes};
 use crate::balance::{self, EndpointTarget, PickRequest, Picked};
 use crate::cluster::HeldBody;
 use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
 use crate::detect::{self, Detected, PrefixedIo};
 use crate::errors::{self, ProxyError, ResponseBody};
+use crate::jwt::{JwksCache, RequestAuth};
 use crate::metrics::{CountingBody, MeteredBody, PendingRecord, RequestFacts};
 use crate::outlier::TryOutcome;
 use crate::ratelimit::{RateLimitRequest, RateLimiter};
@@ -52,6 +54,7 @@ use crate::retry;
 use crate::route::filters::{self, RequestOutcome};
 use crate::route::mirror::{self, MirrorLimiter, TeeBody};
 use crate::route::{CompiledRule, Selection, fault};
+use crate::tracing_ctx::{self, ServerSpan, SpanAttributes, Tracer};
 use crate::upgrade;
 use crate::upstream::{SendLimits, Upstream, UpstreamBody, UpstreamProtocol};
 
@@ -86,6 +89,19 @@ pub struct Stack {
     /// The dice of fault injection (seedable, so tests are deterministic).
     fault_rng: Mutex<StdRng>,
     mirrors: MirrorLimiter,
+    observe: Observability,
+}
+
+/// Tracing, access logging and JWT key caching: what every request is observed and
+/// authenticated with.
+#[derive(Debug, Clone)]
+pub struct Observability {
+    /// Creates the request spans (and exports them, if it has an exporter).
+    pub tracer: Tracer,
+    /// Writes one JSON access-log line per request (see [`crate::access_log`]).
+    pub access_log: bool,
+    /// JWKS shared by all requests (RequestAuthentication).
+    pub jwks: JwksCache,
 }
 
 /// A downstream request body, counted as it streams.
@@ -133,6 +149,18 @@ struct RequestLog {
     picked: Option<Picked>,
 }
 
+impl Default for Observability {
+    /// Istio's default: 1 % of traces without a caller's decision are sampled; no export,
+    /// no access log.
+    fn default() -> Self {
+        Self {
+            tracer: Tracer::new(0.01, None),
+            access_log: false,
+            jwks: JwksCache::default(),
+        }
+    }
+}
+
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
@@ -158,12 +186,19 @@ impl Stack {
             rate_limits: RateLimiter::default(),
             fault_rng: Mutex::new(StdRng::from_os_rng()),
             mirrors: MirrorLimiter::default(),
+            observe: Observability::default(),
         }
     }
 
     /// Seeds the fault-injection dice, so which requests are delayed or aborted repeats.
     pub fn with_fault_seed(mut self, seed: u64) -> Self {
         self.fault_rng = Mutex::new(StdRng::seed_from_u64(seed));
+        self
+    }
+
+    /// Traces, logs and authenticates requests with `observe`.
+    pub fn with_observability(mut self, observe: Observability) -> Self {
+        self.observe = observe;
         self
     }
 
@@ -367,6 +402,13 @@ impl Stack {
         // Each request sees the configuration current when it arrives.
         let snapshot = self.config.load();
         let (mut parts, body) = request.into_parts();
+        let request_id = tracing_ctx::ensure_request_id(&mut parts.headers);
+        let span = self.observe.tracer.start(&parts.headers);
+        span.inject(&mut parts.headers);
+        let mut record = self
+            .observe
+            .access_log
+            .then(|| access_record(tunnel, &parts, &span, request_id.clone(), SystemTime::now()));
         let request_bytes = Arc::new(AtomicU64::new(0));
         let body = CountingBody::new(body, request_bytes.clone());
         let grpc = errors::is_grpc(&parts.headers);
@@ -394,7 +436,23 @@ impl Stack {
             }
         };
         log_request(tunnel, &method, &path, &response, &log, started.elapsed());
-        match &self.metrics {
+        if let Some(record) = &mut record {
+            complete_record(record, &response, &log);
+        }
+        // Span attributes only matter when the span will be exported.
+        let exported = span.is_sampled() && self.observe.tracer.exports();
+        let span_attributes = exported.then(|| SpanAttributes {
+            method: method.to_string(),
+            path: path.clone(),
+            authority: filters::request_host(&parts).unwrap_or("").to_owned(),
+            status: response.status().as_u16(),
+            upstream: log.endpoint.map(|e| e.to_string()),
+            request_id,
+            source_principal: tunnel.client_identity.to_string(),
+            response_flags: log.flags.as_str().to_owned(),
+        });
+        let request_bytes_seen = request_bytes.clone();
+        let response = match &self.metrics {
             Some(metrics) => {
                 let source_workload = snapshot.workload_by_ip(tunnel.client_ip);
                 let facts = RequestFacts {
@@ -416,7 +474,44 @@ impl Stack {
                 response.map(|body| MeteredBody::new(body, pending).boxed_unsync())
             }
             None => response,
+        };
+        self.observe_end(
+            response,
+            span,
+            span_attributes,
+            record,
+            started,
+            request_bytes_seen,
+        )
+    }
+
+    /// Finishes the span and writes the access-log line when the response's last byte is
+    /// sent.
+    fn observe_end(
+        &self,
+        response: Response<ResponseBody>,
+        span: ServerSpan,
+        span_attributes: Option<SpanAttributes>,
+        record: Option<AccessRecord>,
+        started: Instant,
+        request_bytes: Arc<AtomicU64>,
+    ) -> Response<ResponseBody> {
+        if span_attributes.is_none() && record.is_none() {
+            return response;
         }
+        let tracer = self.observe.tracer.clone();
+        response.map(|body| {
+            ObservedBody::new(body, move |bytes_sent| {
+                if let Some(attributes) = span_attributes {
+                    let name = format!("{} {}", attributes.method, attributes.path);
+                    tracer.finish(&span, name, attributes);
+                }
+                if let Some(record) = record {
+                    record.emit(started, &request_bytes, bytes_sent);
+                }
+            })
+            .boxed_unsync()
+        })
     }
 
     async fn proxy(
@@ -427,7 +522,8 @@ impl Stack {
         body: DownstreamBody,
         log: &mut RequestLog,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        self.authorize(snapshot, tunnel, parts)?;
+        let auth = self.authenticate(snapshot, tunnel, parts).await?;
+        self.authorize(snapshot, tunnel, parts, auth.as_ref())?;
         self.rate_limits.check(
             snapshot,
             &RateLimitRequest {
@@ -495,7 +591,27 @@ impl Stack {
         Ok(response)
     }
 
-    // ─── Phase 3: authorize ────────────────────────────────────────────────────────────
+    // ─── Phase 3: authenticate (JWT) and authorize ────────────────────────────────────
+
+    /// Validates the request's JWT under the RequestAuthentications of the destination and
+    /// this waypoint: none there or no token → `None`; an invalid token → `401`.
+    async fn authenticate(
+        &self,
+        snapshot: &Snapshot,
+        tunnel: &Tunnel,
+        parts: &mut Parts,
+    ) -> Result<Option<RequestAuth>, ProxyError> {
+        let service = tunnel.destination.service.as_ref().map(|e| &e.service);
+        let rules = authz::request_authentications(snapshot, service);
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        self.observe
+            .jwks
+            .authenticate(&rules, parts)
+            .await
+            .map_err(|err| ProxyError::unauthenticated(err.to_string()))
+    }
 
     /// Evaluates the policies attached to the destination service and to this waypoint,
     /// with the request's method, host, path and headers; the source principal is the
@@ -505,9 +621,10 @@ impl Stack {
         snapshot: &Snapshot,
         tunnel: &Tunnel,
         parts: &Parts,
+        auth: Option<&RequestAuth>,
     ) -> Result<(), ProxyError> {
         let service = tunnel.destination.service.as_ref().map(|e| &e.service);
-        let attributes = HttpAttributes::new(parts, tunnel.client_ip);
+        let attributes = HttpAttributes::new(parts, tunnel.client_ip).with_auth(auth);
         let decision =
             authz::authorize_request(snapshot, service, &connection(tunnel), &attributes);
         if decision.is_denied() {
@@ -1192,6 +1309,43 @@ fn filter_response(headers: &mut HeaderMap, filters: Option<&[ambit_model::route
 
 // ─── Phase 9: log ──────────────────────────────────────────────────────────────────────
 
+/// The access-log fields known when the request arrives.
+fn access_record(
+    tunnel: &Tunnel,
+    parts: &Parts,
+    span: &ServerSpan,
+    request_id: String,
+    now: SystemTime,
+) -> AccessRecord {
+    AccessRecord {
+        method: parts.method.to_string(),
+        authority: filters::request_host(parts).unwrap_or("").to_owned(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
+        protocol: format!("{:?}", parts.version),
+        source_principal: tunnel.client_identity.to_string(),
+        source_address: tunnel.client_ip.to_string(),
+        destination_address: tunnel.destination.target.to_string(),
+        trace_id: span.trace_id(),
+        request_id,
+        ..AccessRecord::started_at(now)
+    }
+}
+
+/// The access-log fields known once the response head is ready.
+fn complete_record(record: &mut AccessRecord, response: &Response<ResponseBody>, log: &RequestLog) {
+    record.response_code = response.status().as_u16();
+    record.response_flags = log.flags.as_str().to_owned();
+    record.upstream_host = log.endpoint.map(|e| e.to_string());
+    record.upstream_cluster = log.backend.clone();
+    record.route_name = log.route.clone();
+    record.destination_principal = log.workload.as_ref().map(|w| w.identity().to_string());
+    record.attempts = log.tries;
+    record.error = log.error.clone();
+}
+
 fn log_request(
     tunnel: &Tunnel,
     method: &http::Method,
@@ -1200,7 +1354,7 @@ fn log_request(
     log: &RequestLog,
     duration: Duration,
 ) {
-    info!(
+    debug!(
         target: "ambit_waypoint::access",
         source = %tunnel.client_identity,
         client_ip = %tunnel.client_ip,

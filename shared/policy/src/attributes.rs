@@ -32,6 +32,20 @@ pub trait RequestAttributes {
     fn request_principal(&self) -> Option<&str>;
     /// The original client address (from `X-Forwarded-For`), else the peer address.
     fn remote_ip(&self) -> IpAddr;
+    /// `aud` of a validated JWT (`request.auth.audiences`); none without one.
+    fn request_audiences(&self) -> Vec<&str> {
+        Vec::new()
+    }
+    /// `azp` of a validated JWT (`request.auth.presenter`).
+    fn request_presenter(&self) -> Option<&str> {
+        None
+    }
+    /// The string values of a validated JWT's claim at `path` (`request.auth.claims[a][b]`):
+    /// the string, or each string of a list; none without a token or such claim.
+    fn request_claim(&self, path: &[String]) -> Vec<&str> {
+        let _ = path;
+        Vec::new()
+    }
 }
 
 impl Connection {

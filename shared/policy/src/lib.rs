@@ -13,8 +13,8 @@
 //!   policy that matched.
 //! - A policy without rules matches nothing (an ALLOW one therefore allows nothing); an empty
 //!   rule `{}` matches everything.
-//! - A rule that needs an attribute the evaluator does not have (an L7 field at ztunnel, or a
-//!   JWT claim/audience/presenter and `connection.sni`, which Ambit never evaluates) cannot be
+//! - A rule that needs an attribute the evaluator does not have (an L7 field, including the
+//!   JWT's `request.auth.*`, at ztunnel; `connection.sni`, which Ambit never evaluates) cannot be
 //!   checked: it never matches for ALLOW and always matches for DENY, CUSTOM and AUDIT
 //!   (fail safe).
 //! - Plaintext sources have no identity: `principals`, `namespaces` and the `source.principal`

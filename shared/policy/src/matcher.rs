@@ -28,7 +28,7 @@ pub(crate) enum RuleMatch {
 struct Needs {
     /// Request attributes (a waypoint has them, ztunnel does not).
     request: bool,
-    /// Attributes Ambit never evaluates (JWT claims/audiences/presenter, `connection.sni`).
+    /// Attributes Ambit never evaluates (`connection.sni`).
     unsupported: bool,
 }
 
@@ -92,7 +92,10 @@ fn needs(rule: &Rule) -> Needs {
             | ConditionKey::DestinationPort => {}
             ConditionKey::RemoteIp
             | ConditionKey::RequestHeader(_)
-            | ConditionKey::RequestAuthPrincipal => needs.request = true,
+            | ConditionKey::RequestAuthPrincipal
+            | ConditionKey::RequestAuthAudiences
+            | ConditionKey::RequestAuthPresenter
+            | ConditionKey::RequestAuthClaims(_) => needs.request = true,
             // Everything else, including keys added to the model later: never evaluable here.
             _ => needs.unsupported = true,
         }
@@ -166,6 +169,13 @@ fn match_condition(c: &Condition, attrs: &Attributes<'_>) -> bool {
             _ => false,
         })
     };
+    // Multi-valued attributes (audiences, list claims): a value matches if any element does.
+    let any_string = |present: Vec<&str>| {
+        values_match(&c.values, &c.not_values, |v| match v {
+            ConditionValue::String(m) => present.iter().any(|p| m.matches(p)),
+            _ => false,
+        })
+    };
     match &c.key {
         ConditionKey::SourceIp => ip(Some(conn.source_ip)),
         ConditionKey::DestinationIp => ip(Some(conn.destination_ip)),
@@ -179,6 +189,13 @@ fn match_condition(c: &Condition, attrs: &Attributes<'_>) -> bool {
         ConditionKey::SourcePrincipal => string(attrs.principal.as_deref()),
         ConditionKey::RequestHeader(name) => string(request.and_then(|r| r.header(name))),
         ConditionKey::RequestAuthPrincipal => string(request.and_then(|r| r.request_principal())),
+        ConditionKey::RequestAuthPresenter => string(request.and_then(|r| r.request_presenter())),
+        ConditionKey::RequestAuthAudiences => {
+            any_string(request.map(|r| r.request_audiences()).unwrap_or_default())
+        }
+        ConditionKey::RequestAuthClaims(path) => {
+            any_string(request.map(|r| r.request_claim(path)).unwrap_or_default())
+        }
         // Classified as unsupported by `needs`, so never reached; no match is the safe answer.
         _ => false,
     }

@@ -16,6 +16,9 @@ struct Request {
     path: &'static str,
     headers: Vec<(&'static str, &'static str)>,
     request_principal: Option<&'static str>,
+    audiences: Vec<&'static str>,
+    /// Top-level claims and their string values.
+    claims: Vec<(&'static str, Vec<&'static str>)>,
     remote_ip: IpAddr,
 }
 
@@ -41,6 +44,20 @@ impl RequestAttributes for Request {
     fn remote_ip(&self) -> IpAddr {
         self.remote_ip
     }
+    fn request_audiences(&self) -> Vec<&str> {
+        self.audiences.clone()
+    }
+    fn request_claim(&self, path: &[String]) -> Vec<&str> {
+        match path {
+            [name] => self
+                .claims
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, values)| values.clone())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn get() -> Request {
@@ -50,6 +67,11 @@ fn get() -> Request {
         path: "/api/items",
         headers: vec![("x-user", "alice")],
         request_principal: Some("https://issuer/alice"),
+        audiences: vec!["cart", "billing"],
+        claims: vec![
+            ("groups", vec!["admin", "dev"]),
+            ("iss", vec!["https://issuer"]),
+        ],
         remote_ip: "192.0.2.7".parse().unwrap(),
     }
 }
@@ -180,8 +202,43 @@ fn request_fields_are_evaluated_when_available() {
             true,
         ),
         (
-            "JWT claims stay unevaluable",
-            when("request.auth.claims[iss]", &["*"], &[]),
+            "JWT claim",
+            when("request.auth.claims[iss]", &["https://issuer"], &[]),
+            true,
+        ),
+        (
+            "JWT list claim, any element",
+            when("request.auth.claims[groups]", &["admin"], &[]),
+            true,
+        ),
+        (
+            "JWT list claim, notValues",
+            when("request.auth.claims[groups]", &[], &["dev"]),
+            false,
+        ),
+        (
+            "JWT claim absent",
+            when("request.auth.claims[missing]", &["*"], &[]),
+            false,
+        ),
+        (
+            "JWT nested claim absent",
+            when("request.auth.claims[groups][x]", &["*"], &[]),
+            false,
+        ),
+        (
+            "request.auth.audiences",
+            when("request.auth.audiences", &["billing"], &[]),
+            true,
+        ),
+        (
+            "request.auth.audiences, other",
+            when("request.auth.audiences", &["shipping"], &[]),
+            false,
+        ),
+        (
+            "request.auth.presenter absent",
+            when("request.auth.presenter", &["*"], &[]),
             false,
         ),
         (
@@ -215,7 +272,7 @@ fn missing_jwt_never_matches_request_principals() {
 fn unevaluable_rules_still_deny_at_the_waypoint() {
     let policy: AuthorizationPolicy = serde_json::from_value(json!({
         "name": "d", "namespace": "shop",
-        "spec": { "action": "DENY", "rules": [{ "when": [{ "key": "request.auth.audiences", "values": ["x"] }] }] }
+        "spec": { "action": "DENY", "rules": [{ "when": [{ "key": "connection.sni", "values": ["x"] }] }] }
     }))
     .unwrap();
     let decision = evaluate([&policy], &conn(), Some(&get()));

@@ -142,6 +142,14 @@ pub const BACKEND_SA: &str = "backend";
 impl Harness {
     /// Starts the ztunnel, then the waypoint with the config `build(ztunnel_port)` returns.
     pub async fn start(build: impl FnOnce(u16) -> Value) -> Self {
+        Self::start_with(build, |_| {}).await
+    }
+
+    /// Like [`Harness::start`], with `customize` adjusting the waypoint's options.
+    pub async fn start_with(
+        build: impl FnOnce(u16) -> Value,
+        customize: impl FnOnce(&mut WaypointOptions),
+    ) -> Self {
         let ca = Arc::new(
             CertificateAuthority::generate("cluster.local", CaOptions::default()).unwrap(),
         );
@@ -167,6 +175,7 @@ impl Harness {
         let mut registry = MetricsRegistry::new();
         let mut options = WaypointOptions::new(id("waypoint"), "127.0.0.1:0".parse().unwrap());
         options.metrics = Some(Metrics::register(&mut registry));
+        customize(&mut options);
         let waypoint = Waypoint::start(options, config.clone(), cert("waypoint"), bundle.clone())
             .await
             .unwrap();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ambit_model::{
     AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, PeerAuthentication,
-    Service, VirtualService, Workload,
+    RequestAuthentication, Service, VirtualService, Workload,
 };
 
 use crate::proto;
@@ -110,6 +110,12 @@ impl ConfigView {
     pub fn virtual_services(&self) -> impl Iterator<Item = &VirtualService> {
         self.of_kind(ResourceKind::VirtualService)
             .filter_map(MeshResource::as_virtual_service)
+    }
+
+    /// The request authentication policies (a waypoint's scope).
+    pub fn request_authentications(&self) -> impl Iterator<Item = &RequestAuthentication> {
+        self.of_kind(ResourceKind::RequestAuthentication)
+            .filter_map(MeshResource::as_request_authentication)
     }
 
     fn of_kind(&self, kind: ResourceKind) -> impl Iterator<Item = &MeshResource> {
