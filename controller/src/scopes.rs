@@ -126,6 +126,28 @@ fn waypoint_snapshot(scope: &MeshConfig) -> Result<Snapshot, ResourceError> {
                 .map(MeshResource::from),
         )
         .chain(scope.http_routes.iter().cloned().map(MeshResource::from))
+        .chain(scope.grpc_routes.iter().cloned().map(MeshResource::from))
+        .chain(
+            scope
+                .virtual_services
+                .iter()
+                .cloned()
+                .map(MeshResource::from),
+        )
+        .chain(
+            scope
+                .destination_rules
+                .iter()
+                .cloned()
+                .map(MeshResource::from),
+        )
+        .chain(
+            scope
+                .request_authentications
+                .iter()
+                .cloned()
+                .map(MeshResource::from),
+        )
         .collect::<Vec<_>>();
     Snapshot::from_resources(&resources)
 }

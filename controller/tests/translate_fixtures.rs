@@ -206,20 +206,20 @@ fn service_ports_endpoints_and_vips() {
 
     assert!(config.service("shop", "bad-vip").is_none());
     assert!(config.service("shop", "external").is_none());
-    // HTTPRoutes are translated (for waypoints); GRPCRoutes not yet.
+    // HTTPRoutes and GRPCRoutes are translated (for waypoints).
     assert_eq!(config.http_routes.len(), 1);
     assert_eq!(config.http_routes[0].service_parents()[0].name, "web");
+    assert_eq!(config.grpc_routes.len(), 1);
     assert_eq!(
         rendered(&errors),
         [
-            "GRPCRoute shop/grpc-route: not yet translated: this kind is recognised but not applied yet",
             "Service shop/admin: spec.ports[0].targetPort: pod shop/web-2 has no TCP container port named \"admin\"; it is not an endpoint",
             "Service shop/admin: spec.ports[0].targetPort: pod shop/web-3 has no TCP container port named \"admin\"; it is not an endpoint",
             "Service shop/bad-vip: spec.clusterIP: \"10.96.3.999\" is not an IP address",
             "Service shop/external: not yet translated: type ExternalName",
         ]
     );
-    assert_eq!(errors.iter().filter(|e| e.is_not_translated()).count(), 2);
+    assert_eq!(errors.iter().filter(|e| e.is_not_translated()).count(), 1);
 }
 
 #[test]

@@ -18,6 +18,11 @@ pub fn config_file(view: &ConfigView, gateway: &GatewayName) -> ConfigFile {
         workloads: view.workloads().cloned().collect(),
         policies: view.authorization_policies().cloned().collect(),
         routes: view.http_routes().cloned().collect(),
+        grpc_routes: view.grpc_routes().cloned().collect(),
+        virtual_services: view.virtual_services().cloned().collect(),
+        destination_rules: view.destination_rules().cloned().collect(),
+        local_rate_limits: view.local_rate_limits().cloned().collect(),
+        request_authentications: view.request_authentications().cloned().collect(),
         ..ConfigFile::default()
     }
 }

@@ -6,6 +6,7 @@
 //! object (or that binding) is left out.
 
 mod error;
+mod l7;
 mod labels;
 mod node;
 mod policies;
@@ -19,7 +20,8 @@ use std::collections::BTreeMap;
 
 use ambit_identity::DEFAULT_TRUST_DOMAIN;
 use ambit_model::{
-    AuthorizationPolicy, HttpRoute, PeerAuthentication, Service, WaypointFor, WaypointRef, Workload,
+    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, PeerAuthentication,
+    RequestAuthentication, Service, VirtualService, WaypointFor, WaypointRef, Workload,
 };
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +64,18 @@ pub struct MeshConfig {
     /// HTTPRoutes (for waypoints; ztunnel does not route).
     #[serde(default)]
     pub http_routes: Vec<HttpRoute>,
+    /// GRPCRoutes (for waypoints).
+    #[serde(default)]
+    pub grpc_routes: Vec<GrpcRoute>,
+    /// VirtualServices (for waypoints).
+    #[serde(default)]
+    pub virtual_services: Vec<VirtualService>,
+    /// DestinationRules (for waypoints).
+    #[serde(default)]
+    pub destination_rules: Vec<DestinationRule>,
+    /// RequestAuthentications with `targetRefs` (for waypoints).
+    #[serde(default)]
+    pub request_authentications: Vec<RequestAuthentication>,
     /// The usable waypoints (Gateways of class `istio-waypoint`), by namespace and name.
     #[serde(default)]
     pub waypoints: Vec<MeshWaypoint>,
@@ -148,6 +162,7 @@ pub fn translate(
     let (authorization_policies, peer_authentications) =
         policies::translate(resources, &mut errors);
     let http_routes = routes::translate(resources, &mut errors);
+    let l7 = l7::translate(resources, &mut errors);
     policies::report_untranslated(resources, &mut errors);
 
     let workloads: BTreeMap<String, Workload> = workloads
@@ -162,6 +177,10 @@ pub fn translate(
         authorization_policies,
         peer_authentications,
         http_routes,
+        grpc_routes: l7.grpc_routes,
+        virtual_services: l7.virtual_services,
+        destination_rules: l7.destination_rules,
+        request_authentications: l7.request_authentications,
         waypoints: waypoints.listed(),
     };
     let errors = errors.into_sorted();

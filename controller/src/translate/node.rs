@@ -35,6 +35,10 @@ pub fn for_node(config: &MeshConfig, node: &str) -> MeshConfig {
         // Routes and waypoints are waypoint concerns (workloads and services already carry
         // their waypoint's address and identity).
         http_routes: Vec::new(),
+        grpc_routes: Vec::new(),
+        virtual_services: Vec::new(),
+        destination_rules: Vec::new(),
+        request_authentications: Vec::new(),
         waypoints: Vec::new(),
     }
 }

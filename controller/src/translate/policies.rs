@@ -30,7 +30,10 @@ pub(crate) fn translate(
 
 /// One warning per object of a recognised kind whose translation is not written yet.
 pub(crate) fn report_untranslated(resources: &Resources, errors: &mut Errors) {
-    for (kind, object) in resources.untranslated() {
+    for (kind, object) in resources
+        .untranslated()
+        .filter(|(kind, _)| !super::l7::translates(*kind))
+    {
         errors.not_translated(
             kind.as_str(),
             object.metadata.namespace.as_deref().unwrap_or_default(),

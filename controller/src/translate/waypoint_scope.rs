@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use ambit_model::authz::PolicyTargetReference;
 use ambit_model::{AuthorizationPolicy, HttpRoute, PolicyScope, Service};
 
 use super::{MeshConfig, MeshWaypoint};
@@ -14,7 +15,9 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 ///   workloads bound to it directly;
 /// - the authorization policies whose `targetRefs` name it, one of its services, or the
 ///   `istio-waypoint` GatewayClass (from the root namespace);
-/// - the HTTPRoutes whose `parentRefs` name one of its services or the waypoint itself;
+/// - the HTTPRoutes and GRPCRoutes whose `parentRefs` name one of its services or the
+///   waypoint itself, the VirtualServices whose hosts are its services, the DestinationRules
+///   of its services, and the RequestAuthentications attached to it or its services;
 /// - itself, in `waypoints`.
 ///
 /// Peer authentications are left out: a waypoint only speaks HBONE, which is always mTLS.
@@ -49,6 +52,40 @@ pub fn for_waypoint(config: &MeshConfig, namespace: &str, name: &str) -> Option<
         .filter(|r| attaches(r, waypoint, &bound))
         .cloned()
         .collect();
+    let is_bound = |namespace: &str, name: &str| bound.contains(&(namespace, name));
+    let grpc_routes = config
+        .grpc_routes
+        .iter()
+        .filter(|r| {
+            r.service_parents()
+                .iter()
+                .any(|p| is_bound(&p.namespace, &p.name))
+        })
+        .cloned()
+        .collect();
+    let virtual_services = config
+        .virtual_services
+        .iter()
+        .filter(|v| v.services().iter().any(|p| is_bound(&p.namespace, &p.name)))
+        .cloned()
+        .collect();
+    let destination_rules = config
+        .destination_rules
+        .iter()
+        .filter(|r| r.service().is_some_and(|(ns, name)| is_bound(ns, name)))
+        .cloned()
+        .collect();
+    let request_authentications = config
+        .request_authentications
+        .iter()
+        .filter(|r| match r.scope() {
+            PolicyScope::TargetRefs(refs) => refs
+                .iter()
+                .any(|t| target_matches(t, r.namespace(), waypoint, &bound)),
+            _ => false,
+        })
+        .cloned()
+        .collect();
     Some(MeshConfig {
         trust_domain: config.trust_domain.clone(),
         root_namespace: config.root_namespace.clone(),
@@ -57,6 +94,10 @@ pub fn for_waypoint(config: &MeshConfig, namespace: &str, name: &str) -> Option<
         authorization_policies,
         peer_authentications: Vec::new(),
         http_routes,
+        grpc_routes,
+        virtual_services,
+        destination_rules,
+        request_authentications,
         waypoints: vec![waypoint.clone()],
     })
 }
@@ -84,6 +125,24 @@ fn targets(
             _ => false,
         }
     })
+}
+
+/// Whether a `targetRefs` entry of an object in `namespace` names the waypoint or one of its
+/// services.
+fn target_matches(
+    target: &PolicyTargetReference,
+    namespace: &str,
+    waypoint: &MeshWaypoint,
+    bound: &BTreeSet<(&str, &str)>,
+) -> bool {
+    let namespace = target.namespace.as_deref().unwrap_or(namespace);
+    match (target.group.as_str(), target.kind.as_str()) {
+        (GATEWAY_GROUP, "Gateway") => {
+            namespace == waypoint.namespace && target.name == waypoint.name
+        }
+        ("", "Service") => bound.contains(&(namespace, target.name.as_str())),
+        _ => false,
+    }
 }
 
 /// Whether `route` has the waypoint or one of its services as a parent.
