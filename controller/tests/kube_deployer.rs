@@ -37,7 +37,9 @@ fn resources(gateways: &[Value]) -> Resources {
     let mut resources = Resources::new();
     for gateway in gateways {
         let gateway = serde_json::from_value(gateway.clone()).unwrap();
-        resources.insert(Resource::Gateway(Box::new(gateway))).unwrap();
+        resources
+            .insert(Resource::Gateway(Box::new(gateway)))
+            .unwrap();
     }
     resources
 }
@@ -72,7 +74,10 @@ fn owned_by_the_gateway(object: &Value) {
 async fn a_waypoint_gateway_gets_its_objects_then_its_status() {
     let (client, api) = MockApi::start(api_server);
     let deployer = WaypointDeployer::new(client, WaypointSettings::default());
-    let cluster = resources(&[fixture("gateway-waypoint.json"), fixture("gateway-ingress.json")]);
+    let cluster = resources(&[
+        fixture("gateway-waypoint.json"),
+        fixture("gateway-ingress.json"),
+    ]);
 
     let errors = deployer.sync(&cluster).await;
     assert!(errors.is_empty(), "{errors:?}");
@@ -80,7 +85,10 @@ async fn a_waypoint_gateway_gets_its_objects_then_its_status() {
     let paths: Vec<&str> = log.iter().map(|r| r.path.as_str()).collect();
     // In this order: the Gateway's addresses come from the applied Service. The class-`istio`
     // Gateway belongs to someone else and gets nothing.
-    assert_eq!(paths, [SERVICE_ACCOUNT, DEPLOYMENT, SERVICE, GATEWAY_STATUS]);
+    assert_eq!(
+        paths,
+        [SERVICE_ACCOUNT, DEPLOYMENT, SERVICE, GATEWAY_STATUS]
+    );
     for (request, path) in log.iter().zip(&paths) {
         assert_applied(request, path);
     }
@@ -132,7 +140,10 @@ async fn a_waypoint_gateway_gets_its_objects_then_its_status() {
 
     let gateway = &log[3].body;
     assert_eq!(gateway["kind"], "Gateway");
-    assert_eq!(gateway["metadata"], json!({"name": "waypoint", "namespace": "shop"}));
+    assert_eq!(
+        gateway["metadata"],
+        json!({"name": "waypoint", "namespace": "shop"})
+    );
     assert_eq!(
         gateway["status"]["addresses"],
         json!([{"type": "IPAddress", "value": CLUSTER_IP}])
@@ -149,7 +160,10 @@ async fn a_waypoint_gateway_gets_its_objects_then_its_status() {
             )
         })
         .collect();
-    assert_eq!(conditions, [("Accepted", "True", 1), ("Programmed", "True", 1)]);
+    assert_eq!(
+        conditions,
+        [("Accepted", "True", 1), ("Programmed", "True", 1)]
+    );
     api.assert_all_permitted();
 }
 
@@ -158,10 +172,20 @@ async fn unchanged_gateways_are_not_reapplied_and_changed_ones_are() {
     let (client, api) = MockApi::start(api_server);
     let deployer = WaypointDeployer::new(client, WaypointSettings::default());
     let gateway = fixture("gateway-waypoint.json");
-    assert!(deployer.sync(&resources(&[gateway.clone()])).await.is_empty());
+    assert!(
+        deployer
+            .sync(&resources(&[gateway.clone()]))
+            .await
+            .is_empty()
+    );
     assert_eq!(api.log().len(), 4);
 
-    assert!(deployer.sync(&resources(&[gateway.clone()])).await.is_empty());
+    assert!(
+        deployer
+            .sync(&resources(&[gateway.clone()]))
+            .await
+            .is_empty()
+    );
     assert_eq!(api.log().len(), 4, "an unchanged Gateway is not reapplied");
 
     let mut changed = gateway.clone();
@@ -206,7 +230,10 @@ async fn a_failed_apply_is_reported_and_retried() {
     let errors = deployer.sync(&cluster).await;
     assert_eq!(errors.len(), 1);
     let message = errors[0].to_string();
-    assert!(message.contains("shop/waypoint") && message.contains("Deployment"), "{message}");
+    assert!(
+        message.contains("shop/waypoint") && message.contains("Deployment"),
+        "{message}"
+    );
     assert!(!errors[0].is_invalid_gateway());
     // Stopped at the failure: no Service and no status claiming success.
     let paths: Vec<String> = api.log().into_iter().map(|r| r.path).collect();
@@ -214,14 +241,22 @@ async fn a_failed_apply_is_reported_and_retried() {
 
     assert!(deployer.sync(&cluster).await.is_empty());
     let paths: Vec<String> = api.log().into_iter().skip(2).map(|r| r.path).collect();
-    assert_eq!(paths, [SERVICE_ACCOUNT, DEPLOYMENT, SERVICE, GATEWAY_STATUS]);
+    assert_eq!(
+        paths,
+        [SERVICE_ACCOUNT, DEPLOYMENT, SERVICE, GATEWAY_STATUS]
+    );
 }
 
 #[tokio::test]
 async fn a_gateway_without_an_hbone_listener_is_refused_in_its_status() {
     let (client, api) = MockApi::start(api_server);
     let deployer = WaypointDeployer::new(client, WaypointSettings::default());
-    assert!(deployer.sync(&resources(&[fixture("gateway-no-hbone.json")])).await.is_empty());
+    assert!(
+        deployer
+            .sync(&resources(&[fixture("gateway-no-hbone.json")]))
+            .await
+            .is_empty()
+    );
 
     let log = api.log();
     assert_eq!(log.len(), 1, "nothing deployed, only the status");
@@ -246,7 +281,10 @@ async fn settings_and_the_service_account_annotation_shape_the_deployment() {
     let settings = WaypointSettings {
         image: "registry.example/ambit/waypoint:1.2".to_owned(),
         image_pull_policy: Some("IfNotPresent".to_owned()),
-        args: vec!["--name={namespace}/{name}".to_owned(), "--sa={service_account}".to_owned()],
+        args: vec![
+            "--name={namespace}/{name}".to_owned(),
+            "--sa={service_account}".to_owned(),
+        ],
         trust_domain: "example.org".to_owned(),
         replicas: 2,
     };
@@ -264,5 +302,8 @@ async fn settings_and_the_service_account_annotation_shape_the_deployment() {
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "registry.example/ambit/waypoint:1.2");
     assert_eq!(container["imagePullPolicy"], "IfNotPresent");
-    assert_eq!(container["args"], json!(["--name=shop/waypoint", "--sa=wp-sa"]));
+    assert_eq!(
+        container["args"],
+        json!(["--name=shop/waypoint", "--sa=wp-sa"])
+    );
 }

@@ -74,7 +74,11 @@ fn pod_names(snapshot: &Snapshot) -> Vec<String> {
 #[tokio::test]
 async fn list_then_watch_events_reach_the_snapshot() {
     let (client, api) = MockApi::start(MockApi::empty_cluster);
-    api.queue(Verb::Get, PODS, Reply::Json(StatusCode::OK, fixture("pods-list.json")));
+    api.queue(
+        Verb::Get,
+        PODS,
+        Reply::Json(StatusCode::OK, fixture("pods-list.json")),
+    );
     let events = api.queue_watch(PODS);
     let mut source = KubeSource::start(client, config());
 
@@ -84,15 +88,22 @@ async fn list_then_watch_events_reach_the_snapshot() {
     let Some(Resource::Pod(web)) = first.resources.get(&key(Kind::Pod, "shop", "web-1")) else {
         panic!("web-1 missing")
     };
-    assert!(web.metadata.managed_fields.is_none(), "managedFields cached");
+    assert!(
+        web.metadata.managed_fields.is_none(),
+        "managedFields cached"
+    );
     assert!(web.spec.as_ref().unwrap().containers[0].image.is_none());
 
     // The watch resumes exactly where the list ended, asking for bookmarks.
-    let watches = api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == PODS).await;
+    let watches = api
+        .wait_for(1, |r| r.verb() == Verb::Watch && r.path == PODS)
+        .await;
     assert_eq!(watches[0].query["resourceVersion"], "100");
     assert_eq!(watches[0].query["allowWatchBookmarks"], "true");
 
-    events.send(event("ADDED", fixture("pod-web-2.json"))).unwrap();
+    events
+        .send(event("ADDED", fixture("pod-web-2.json")))
+        .unwrap();
     let added = next(&mut source).await;
     assert_eq!(pod_names(&added), ["db-1", "web-1", "web-2"]);
 
@@ -115,7 +126,11 @@ async fn list_then_watch_events_reach_the_snapshot() {
 #[tokio::test]
 async fn gone_relists_and_drops_what_was_deleted_meanwhile() {
     let (client, api) = MockApi::start(MockApi::empty_cluster);
-    api.queue(Verb::Get, PODS, Reply::Json(StatusCode::OK, fixture("pods-list.json")));
+    api.queue(
+        Verb::Get,
+        PODS,
+        Reply::Json(StatusCode::OK, fixture("pods-list.json")),
+    );
     let events = api.queue_watch(PODS);
     // The relist: db-1 was deleted and web-2 added while the watch was broken.
     let web_1 = fixture("pods-list.json")["items"][0].clone();
@@ -130,9 +145,13 @@ async fn gone_relists_and_drops_what_was_deleted_meanwhile() {
     let mut source = KubeSource::start(client, config());
     assert_eq!(pod_names(&next(&mut source).await), ["db-1", "web-1"]);
 
-    api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == PODS).await;
+    api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == PODS)
+        .await;
     events
-        .send(event("ERROR", status(410, "Expired", "too old resource version: 100")))
+        .send(event(
+            "ERROR",
+            status(410, "Expired", "too old resource version: 100"),
+        ))
         .unwrap();
     let relisted = next_until(&mut source, |s| pod_names(s) != ["db-1", "web-1"]).await;
     assert_eq!(pod_names(&relisted), ["web-1", "web-2"]);
@@ -144,7 +163,9 @@ async fn gone_relists_and_drops_what_was_deleted_meanwhile() {
         .collect();
     assert_eq!(lists.len(), 2, "one list, one relist");
     // The new watch starts from the relist.
-    let watches = api.wait_for(2, |r| r.verb() == Verb::Watch && r.path == PODS).await;
+    let watches = api
+        .wait_for(2, |r| r.verb() == Verb::Watch && r.path == PODS)
+        .await;
     assert_eq!(watches[1].query["resourceVersion"], "200");
     api.assert_all_permitted();
 }
@@ -152,27 +173,39 @@ async fn gone_relists_and_drops_what_was_deleted_meanwhile() {
 #[tokio::test]
 async fn bookmarks_move_the_resume_point_without_a_change() {
     let (client, api) = MockApi::start(MockApi::empty_cluster);
-    api.queue(Verb::Get, PODS, Reply::Json(StatusCode::OK, fixture("pods-list.json")));
+    api.queue(
+        Verb::Get,
+        PODS,
+        Reply::Json(StatusCode::OK, fixture("pods-list.json")),
+    );
     let events = api.queue_watch(PODS);
     let later = api.queue_watch(PODS);
     let mut source = KubeSource::start(client, config());
     let first = next(&mut source).await;
 
-    api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == PODS).await;
+    api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == PODS)
+        .await;
     let bookmark = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"resourceVersion": "150", "annotations": {"k8s.io/initial-events-end": "true"}}});
     events.send(event("BOOKMARK", bookmark)).unwrap();
     // The server closes the watch (as it does after timeoutSeconds).
     drop(events);
 
-    let watches = api.wait_for(2, |r| r.verb() == Verb::Watch && r.path == PODS).await;
+    let watches = api
+        .wait_for(2, |r| r.verb() == Verb::Watch && r.path == PODS)
+        .await;
     assert_eq!(watches[1].query["resourceVersion"], "150");
     // No relist: the bookmark only moved the resume point.
-    let lists = api.log().into_iter().filter(|r| r.verb() == Verb::Get && r.path == PODS);
+    let lists = api
+        .log()
+        .into_iter()
+        .filter(|r| r.verb() == Verb::Get && r.path == PODS);
     assert_eq!(lists.count(), 1);
 
     // The bookmark was not an object: the next snapshot is the first plus the next event.
-    later.send(event("ADDED", fixture("pod-web-2.json"))).unwrap();
+    later
+        .send(event("ADDED", fixture("pod-web-2.json")))
+        .unwrap();
     let after = next(&mut source).await;
     assert_eq!(pod_names(&after), ["db-1", "web-1", "web-2"]);
     assert_eq!(after.resources.len(), first.resources.len() + 1);
@@ -205,7 +238,11 @@ async fn invalid_objects_are_skipped_reported_and_cleared() {
         .authorization_policies()
         .map(|p| p.metadata.name.clone().unwrap())
         .collect();
-    assert_eq!(policies, ["allow-web"], "the invalid policy must be left out");
+    assert_eq!(
+        policies,
+        ["allow-web"],
+        "the invalid policy must be left out"
+    );
     assert_eq!(first.errors.len(), 1);
     let error = &first.errors[0];
     assert_eq!(error.kind(), Some("AuthorizationPolicy"));
@@ -217,7 +254,8 @@ async fn invalid_objects_are_skipped_reported_and_cleared() {
     let mut fixed = fixture("authorizationpolicy-invalid.json");
     fixed["metadata"]["resourceVersion"] = json!("11");
     fixed["spec"]["rules"][0]["from"][0]["source"]["ipBlocks"] = json!(["10.0.0.0/8"]);
-    api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == POLICIES).await;
+    api.wait_for(1, |r| r.verb() == Verb::Watch && r.path == POLICIES)
+        .await;
     events.send(event("MODIFIED", fixed)).unwrap();
     let after_fix = next(&mut source).await;
     assert!(after_fix.errors.is_empty(), "{:?}", after_fix.errors);
@@ -242,13 +280,19 @@ async fn a_kind_whose_crd_is_missing_counts_as_empty() {
             MockApi::empty_cluster(recorded)
         }
     });
-    api.queue(Verb::Get, PODS, Reply::Json(StatusCode::OK, fixture("pods-list.json")));
+    api.queue(
+        Verb::Get,
+        PODS,
+        Reply::Json(StatusCode::OK, fixture("pods-list.json")),
+    );
     let mut source = KubeSource::start(client, config());
     let first = next(&mut source).await;
     assert_eq!(pod_names(&first), ["db-1", "web-1"]);
     assert!(first.errors.is_empty());
     // It keeps asking, so installing the CRD later is picked up.
-    api.wait_for(2, |r| r.path == "/apis/networking.istio.io/v1/virtualservices")
-        .await;
+    api.wait_for(2, |r| {
+        r.path == "/apis/networking.istio.io/v1/virtualservices"
+    })
+    .await;
     api.assert_all_permitted();
 }

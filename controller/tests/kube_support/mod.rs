@@ -180,9 +180,12 @@ impl MockApi {
         let log = self.log();
         assert!(!log.is_empty(), "no requests were made");
         for request in log {
-            let needed =
-                required_permissions(&request.method, &request.uri, request.content_type.as_deref())
-                    .unwrap_or_else(|err| panic!("{err}"));
+            let needed = required_permissions(
+                &request.method,
+                &request.uri,
+                request.content_type.as_deref(),
+            )
+            .unwrap_or_else(|err| panic!("{err}"));
             for permission in needed {
                 assert!(
                     is_permitted(&permission),
