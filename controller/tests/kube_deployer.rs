@@ -174,7 +174,7 @@ async fn unchanged_gateways_are_not_reapplied_and_changed_ones_are() {
     let gateway = fixture("gateway-waypoint.json");
     assert!(
         deployer
-            .sync(&resources(&[gateway.clone()]))
+            .sync(&resources(std::slice::from_ref(&gateway)))
             .await
             .is_empty()
     );
@@ -182,7 +182,7 @@ async fn unchanged_gateways_are_not_reapplied_and_changed_ones_are() {
 
     assert!(
         deployer
-            .sync(&resources(&[gateway.clone()]))
+            .sync(&resources(std::slice::from_ref(&gateway)))
             .await
             .is_empty()
     );

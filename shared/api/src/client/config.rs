@@ -223,8 +223,9 @@ impl Task {
                         resources = next.len(),
                         "applied config update"
                     );
-                    self.config.send_replace(Arc::new(next));
+                    // Counted first: whoever sees the new config also sees it counted.
                     self.stats.send_modify(|s| s.applied += 1);
+                    self.config.send_replace(Arc::new(next));
                     first = false;
                     None
                 }
