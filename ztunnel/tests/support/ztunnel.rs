@@ -239,7 +239,8 @@ pub(crate) fn access_records(log: &str, wanted: &[(&str, &str)]) -> Vec<serde_js
     log.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|record| {
-            let fields = &record["fields"];
+            // Flat JSON lines: the event's fields sit beside `message`.
+            let fields = record;
             fields["message"] == "connection complete"
                 && wanted
                     .iter()
