@@ -164,13 +164,14 @@ impl PodManager {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Unenrolls every pod (shutdown).
+    /// Stops serving every pod (shutdown) but leaves their redirection rules in place: until
+    /// a ztunnel serves them again (the node agent resends its snapshot to the next one),
+    /// their captured traffic is refused, never sent around the mesh.
     pub async fn unenroll_all(&self) {
         let mut pods = self.pods.lock().await;
-        for (_, running) in pods.drain() {
-            if let Err(err) = self.stop(running).await {
-                warn!(%err, "unenroll at shutdown failed");
-            }
+        for (_, mut running) in pods.drain() {
+            self.stop_serving(&mut running).await;
+            info!(pod = %running.info.name, "pod no longer served; its rules stay in place");
         }
     }
 
@@ -325,16 +326,21 @@ impl PodManager {
         Ok((drain, tasks, context))
     }
 
-    async fn stop(&self, running: RunningPod) -> Result<(), EnrollError> {
-        // GOAWAY to HBONE clients, then stop accepting: dropping the tasks closes the listeners.
+    /// GOAWAY to HBONE clients, then stop accepting: ending the tasks closes the listeners.
+    async fn stop_serving(&self, running: &mut RunningPod) {
         running.drain.start();
         for task in &running.tasks {
             task.abort();
         }
-        for task in running.tasks {
+        for task in running.tasks.drain(..) {
             let _ = task.await;
         }
         self.inputs.certs.release(&running.identity);
+    }
+
+    /// Unenroll: stop serving, then remove the rules so the pod's networking is plain again.
+    async fn stop(&self, mut running: RunningPod) -> Result<(), EnrollError> {
+        self.stop_serving(&mut running).await;
         info!(pod = %running.info.name, namespace = %running.info.namespace, "pod unenrolled");
         inpod::remove(&running.netns)
             .await

@@ -106,7 +106,8 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
         .unwrap();
     assert!(ztunnel_args.contains(&"--node-agent-socket=/var/run/ambit/ztunnel.sock".to_owned()));
     assert!(
-        ztunnel_args.contains(&"--controller=http://ambit-controller.ambit-system.svc:15012".to_owned())
+        ztunnel_args
+            .contains(&"--controller=http://ambit-controller.ambit-system.svc:15012".to_owned())
     );
 }
 

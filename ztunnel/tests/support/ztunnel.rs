@@ -25,6 +25,35 @@ impl Ztunnel {
     pub(crate) fn pid(&self) -> Option<u32> {
         self._child.id()
     }
+
+    /// Sends SIGTERM (graceful drain).
+    pub(crate) async fn terminate(&self) -> Result<()> {
+        let pid = self.pid().context("ztunnel already exited")?;
+        let status = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        ensure!(status.success(), "kill -TERM {pid}: {status}");
+        Ok(())
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub(crate) fn has_exited(&mut self) -> Result<bool> {
+        Ok(self._child.try_wait()?.is_some())
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub(crate) async fn wait(mut self) -> Result<std::process::ExitStatus> {
+        within("ztunnel to exit", self._child.wait())
+            .await?
+            .map_err(Into::into)
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub(crate) async fn kill(mut self) -> Result<()> {
+        within("ztunnel to die", self._child.kill()).await??;
+        Ok(())
+    }
 }
 
 pub(crate) fn workload_yaml(pod: &Pod, uid: &str) -> String {
@@ -49,13 +78,24 @@ pub(crate) async fn start_ztunnel_logging(
     dir: &Path,
     log_level: &str,
 ) -> Result<Ztunnel> {
+    start_ztunnel_with(node, dir, log_level, &[]).await
+}
+
+/// Like [`start_ztunnel_logging`], with `extra` command-line flags; a socket or log left by
+/// an earlier run on this node is replaced.
+pub(crate) async fn start_ztunnel_with(
+    node: &Node,
+    dir: &Path,
+    log_level: &str,
+    extra: &[&str],
+) -> Result<Ztunnel> {
     let source = vec![
         "--config".into(),
         dir.join("config.yaml").into_os_string(),
         "--ca-dir".into(),
         dir.join("ca").into_os_string(),
     ];
-    spawn_ztunnel(node, dir, log_level, source).await
+    spawn_ztunnel(node, dir, log_level, source, extra).await
 }
 
 /// Starts ztunnel in `node`'s namespace taking config and certificates from the controller at
@@ -72,7 +112,7 @@ pub(crate) async fn start_ztunnel_with_controller(
         "--token-file".into(),
         token_file.as_os_str().to_owned(),
     ];
-    spawn_ztunnel(node, dir, "debug", source).await
+    spawn_ztunnel(node, dir, "debug", source, &[]).await
 }
 
 async fn spawn_ztunnel(
@@ -80,8 +120,12 @@ async fn spawn_ztunnel(
     dir: &Path,
     log_level: &str,
     source: Vec<std::ffi::OsString>,
+    extra: &[&str],
 ) -> Result<Ztunnel> {
     let socket = dir.join(format!("{}.sock", node.name()));
+    if socket.exists() {
+        std::fs::remove_file(&socket)?;
+    }
     let log = std::fs::File::create(dir.join(format!("{}.log", node.name())))?;
     let child = node
         .netns()
@@ -90,6 +134,7 @@ async fn spawn_ztunnel(
         .args(["--node", node.name()])
         .arg("--node-agent-socket")
         .arg(&socket)
+        .args(extra)
         .env("RUST_LOG", log_level)
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
@@ -112,21 +157,30 @@ async fn spawn_ztunnel(
 /// Acts as the node agent: sends the node's snapshot and waits for the ack (which ztunnel
 /// gives once the pods' certificates, rules and listeners are in place).
 pub(crate) async fn enroll(ztunnel: &Ztunnel, pod: &Pod, uid: &str) -> Result<()> {
+    snapshot(ztunnel, &[(pod, uid)]).await
+}
+
+/// Acts as the node agent: sends a snapshot of exactly `pods` (pod, uid; the service
+/// account is the pod's name) and waits for the ack. An empty list unenrolls every pod.
+pub(crate) async fn snapshot(ztunnel: &Ztunnel, pods: &[(&Pod, &str)]) -> Result<()> {
     let socket = ztunnel.socket.clone();
-    let info = PodInfo {
-        uid: uid.to_owned(),
-        namespace: pod.namespace().to_owned(),
-        name: pod.name().to_owned(),
-        service_account: pod.name().to_owned(),
-        netns: pod.netns().path().display().to_string(),
-    };
+    let pods: Vec<PodInfo> = pods
+        .iter()
+        .map(|(pod, uid)| PodInfo {
+            uid: (*uid).to_owned(),
+            namespace: pod.namespace().to_owned(),
+            name: pod.name().to_owned(),
+            service_account: pod.name().to_owned(),
+            netns: pod.netns().path().display().to_string(),
+        })
+        .collect();
     let reply = tokio::task::spawn_blocking(move || {
         let config = ClientConfig {
             connect_timeout: Duration::from_secs(5),
             call_timeout: Duration::from_secs(30),
         };
         let mut client = Client::<ZtunnelRequest>::connect(&socket, &config)?;
-        client.call(&ZtunnelRequest::Snapshot { pods: vec![info] })
+        client.call(&ZtunnelRequest::Snapshot { pods })
     })
     .await??;
     match reply {
@@ -189,4 +243,38 @@ pub(crate) async fn exchange(from: &Pod, to: SocketAddr, greeting_len: usize) ->
         ensure!(&echoed == b"ping", "echo returned {echoed:?}");
     }
     Ok(got)
+}
+
+/// A fresh config directory for a bed: a new CA in `dir/ca` and `config` in
+/// `dir/config.yaml`; the CA is returned so a test can issue certificates of its own.
+pub(crate) fn prepare_dir(
+    bed: &super::Bed,
+    name: &str,
+    config: &str,
+) -> Result<(PathBuf, ambit_identity::CertificateAuthority)> {
+    let dir = std::env::temp_dir().join(format!("ambit-{name}-{}", bed.cluster.prefix()));
+    std::fs::create_dir_all(&dir)?;
+    let ca = ambit_identity::CertificateAuthority::generate(
+        "cluster.local",
+        ambit_identity::CaOptions::default(),
+    )?;
+    ambit_ztunnel::certs::write_ca(&ca, &dir.join("ca"))?;
+    std::fs::write(dir.join("config.yaml"), config)?;
+    Ok((dir, ca))
+}
+
+/// The JSON access-log records (`--log-json`) in `log` whose fields include every
+/// `(field, value)` of `wanted`.
+pub(crate) fn access_records(log: &str, wanted: &[(&str, &str)]) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| {
+            // Flat JSON lines: the event's fields sit beside `message`.
+            let fields = record;
+            fields["message"] == "connection complete"
+                && wanted
+                    .iter()
+                    .all(|(field, value)| fields[*field].as_str() == Some(*value))
+        })
+        .collect()
 }
