@@ -79,3 +79,6 @@ pub async fn follow_controller(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

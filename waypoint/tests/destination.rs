@@ -403,6 +403,89 @@ async fn subsets_choose_labelled_endpoints_with_their_own_policy() {
     assert_eq!(err.flag().map(|f| f.code()), Some("NC"));
 }
 
+/// Publishes `mesh` plus VirtualServices `vs`, as generation `generation`.
+fn publish_routed(
+    harness: &Harness,
+    generation: u64,
+    endpoints: &[(&str, u16, &str)],
+    rules: Value,
+    vs: Value,
+) {
+    let mut cfg = mesh(harness.ztunnel.port(), endpoints, rules, json!([]));
+    cfg["virtualServices"] = vs;
+    let text = cfg.to_string().replace("{\"80\":", "{80: ");
+    harness.config.publish(parse(&text, generation).unwrap());
+}
+
+/// The backends that answered `n` requests with `headers`.
+async fn reached(client: &mut Client, n: usize, headers: &[(&str, &str)]) -> HashSet<String> {
+    spread(client, n, headers).await.into_keys().collect()
+}
+
+fn names(names: &[&str]) -> HashSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[tokio::test]
+async fn virtual_service_subsets_reach_only_their_endpoints() {
+    let backends = [
+        Backend::start("a1", Mode::Status(200)).await,
+        Backend::start("a2", Mode::Status(200)).await,
+        Backend::start("b1", Mode::Status(200)).await,
+        Backend::start("b2", Mode::Status(200)).await,
+        Backend::start("c1", Mode::Status(200)).await,
+    ];
+    let versions = ["v1", "v1", "v2", "v2", "v3"];
+    let uids = ["a1", "a2", "b1", "b2", "c1"];
+    let eps: Vec<(&str, u16, &str)> = (0..5)
+        .map(|i| (uids[i], backends[i].port, versions[i]))
+        .collect();
+    // Round robin, so a subset's every endpoint shows up within a few requests.
+    let rules = json!([{ "name": "cart", "namespace": "test", "spec": { "host": "cart",
+        "trafficPolicy": { "loadBalancer": { "simple": "ROUND_ROBIN" } },
+        "subsets": [
+            { "name": "v1", "labels": { "version": "v1" } },
+            { "name": "v2", "labels": { "version": "v2" } }
+        ] } }]);
+    let canary = json!([{ "name": "cart", "namespace": "test", "spec": { "hosts": ["cart"], "http": [
+        { "match": [{ "headers": { "x-canary": { "exact": "yes" } } }],
+          "route": [{ "destination": { "host": "cart", "subset": "v2" } }] },
+        { "route": [{ "destination": { "host": "cart", "subset": "v1" } }] }
+    ] } }]);
+    let harness = Harness::start(|zt| config(zt, vec![], vec![], vec![], vec![])).await;
+    publish_routed(&harness, 2, &eps, rules.clone(), canary);
+    let mut client = harness.client(VIP, false).await;
+
+    assert_eq!(reached(&mut client, 12, &[]).await, names(&["a1", "a2"]));
+    assert_eq!(
+        reached(&mut client, 12, &[("x-canary", "yes")]).await,
+        names(&["b1", "b2"])
+    );
+
+    // A 50/50 split over the two subsets: both subsets' endpoints, never the unlabelled one.
+    let split = json!([{ "name": "cart", "namespace": "test", "spec": { "hosts": ["cart"], "http": [
+        { "route": [
+            { "destination": { "host": "cart", "subset": "v1" }, "weight": 50 },
+            { "destination": { "host": "cart", "subset": "v2" }, "weight": 50 }
+        ] }
+    ] } }]);
+    publish_routed(&harness, 3, &eps, rules.clone(), split);
+    // 200 requests: the chance that one of four round-robin endpoints is never reached is
+    // below 2 * 2^-50.
+    assert_eq!(
+        reached(&mut client, 200, &[]).await,
+        names(&["a1", "a2", "b1", "b2"])
+    );
+    assert_eq!(backends[4].requests(), 0, "v3 is in no subset routed to");
+
+    // Without the VirtualService, the service's every endpoint takes traffic.
+    publish_routed(&harness, 4, &eps, rules, json!([]));
+    assert_eq!(
+        reached(&mut client, 10, &[]).await,
+        names(&["a1", "a2", "b1", "b2", "c1"])
+    );
+}
+
 #[tokio::test]
 async fn pool_overflow_is_503_uo() {
     let (arrived_tx, mut arrived) = mpsc::unbounded_channel();

@@ -28,6 +28,27 @@ pub(crate) struct ApplyError {
 }
 
 impl ConfigView {
+    /// A view at `version` holding `resources`, as if a full resync had carried them: for
+    /// consumers' tests, which need a config without a controller. Fails if two resources
+    /// share a key (an update carrying them would be rejected too).
+    pub fn from_resources(
+        version: u64,
+        resources: impl IntoIterator<Item = MeshResource>,
+    ) -> Result<Self, ResourceError> {
+        let mut by_key = BTreeMap::new();
+        for resource in resources {
+            let key = resource.key();
+            if by_key.contains_key(&key) {
+                return Err(ResourceError::new(key.to_string(), "appears twice"));
+            }
+            by_key.insert(key, Arc::new(resource));
+        }
+        Ok(ConfigView {
+            version: Some(version),
+            resources: by_key,
+        })
+    }
+
     /// The version of the last accepted update; `None` before the first one.
     pub fn version(&self) -> Option<u64> {
         self.version

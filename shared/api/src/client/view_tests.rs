@@ -123,3 +123,17 @@ fn duplicates_and_removals_in_full_are_rejected() {
             .is_err()
     );
 }
+
+#[test]
+fn from_resources_equals_the_full_resync_and_refuses_duplicates() {
+    let resources = [workload("a"), service("cart")];
+    let built = ConfigView::from_resources(7, resources.clone()).unwrap();
+    let applied = ConfigView::default()
+        .apply(&update(7, true, &resources), true)
+        .unwrap();
+    assert_eq!(built, applied);
+    assert_eq!(built.services().count(), 1);
+
+    let err = ConfigView::from_resources(1, [service("cart"), service("cart")]).unwrap_err();
+    assert!(err.to_string().contains("cart"), "{err}");
+}
