@@ -42,6 +42,7 @@
 pub mod access_log;
 pub mod app;
 pub mod authz;
+pub mod baggage;
 pub mod balance;
 pub mod cluster;
 pub mod config;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::baggage::PeerMetadata;
 use crate::errors::{BoxError, ResponseBody};
 
 /// A body that adds the length of every data frame it yields to a shared counter.
@@ -56,6 +57,8 @@ pub struct RequestFacts<'a> {
     pub source_identity: &'a SpiffeId,
     /// The client's workload, found by its IP in the snapshot.
     pub source_workload: Option<&'a Workload>,
+    /// The client as its ztunnel describes it, for a client not in the snapshot.
+    pub source_metadata: Option<&'a PeerMetadata>,
     /// The service the request went to (the routed backend, else the addressed service).
     pub destination_service: Option<&'a Service>,
     /// The endpoint's workload, once one was chosen.
@@ -220,6 +223,7 @@ pub fn request_labels(facts: &RequestFacts<'_>) -> RequestLabels {
     let source = facts
         .source_workload
         .map(workload_labels)
+        .or_else(|| facts.source_metadata.map(metadata_labels))
         .unwrap_or_default()
         .with_spiffe_principal(&facts.source_identity.to_string());
     let destination = facts
@@ -255,6 +259,19 @@ pub fn request_labels(facts: &RequestFacts<'_>) -> RequestLabels {
     labels
 }
 
+fn metadata_labels(metadata: &PeerMetadata) -> WorkloadLabels {
+    WorkloadLabels {
+        workload: metadata.workload.clone(),
+        canonical_service: metadata.canonical_service.clone(),
+        canonical_revision: metadata.canonical_revision.clone(),
+        namespace: metadata.namespace.clone(),
+        app: metadata.canonical_service.clone(),
+        version: metadata.canonical_revision.clone(),
+        cluster: metadata.cluster.clone(),
+        ..WorkloadLabels::default()
+    }
+}
+
 fn workload_labels(workload: &Workload) -> WorkloadLabels {
     let labels = workload.labels();
     WorkloadLabels {
@@ -278,6 +295,7 @@ mod tests {
         RequestFacts {
             source_identity: identity,
             source_workload: None,
+            source_metadata: None,
             destination_service: None,
             destination_workload: None,
             grpc,
@@ -360,5 +378,29 @@ mod tests {
             .unwrap();
         assert!(total.ends_with(" 1"), "{text}");
         assert!(total.contains("grpc_response_status=\"\""), "{text}");
+    }
+
+    #[test]
+    fn a_client_outside_the_snapshot_is_labelled_from_its_baggage() {
+        let identity = SpiffeId::new("cluster.local", "shop", "cart").unwrap();
+        let metadata = PeerMetadata {
+            namespace: Some("shop".into()),
+            workload: Some("cart".into()),
+            canonical_service: Some("cart".into()),
+            canonical_revision: Some("v2".into()),
+            cluster: None,
+        };
+        let mut with_baggage = facts(&identity, false);
+        with_baggage.source_metadata = Some(&metadata);
+        let source = request_labels(&with_baggage).traffic.source;
+        assert_eq!(source.workload.as_deref(), Some("cart"));
+        assert_eq!(source.namespace.as_deref(), Some("shop"));
+        assert_eq!(source.canonical_revision.as_deref(), Some("v2"));
+        assert_eq!(
+            source.principal.as_deref(),
+            Some("cluster.local/ns/shop/sa/cart")
+        );
+        let without = request_labels(&facts(&identity, false)).traffic.source;
+        assert_eq!(without.workload, None);
     }
 }

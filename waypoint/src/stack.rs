@@ -41,6 +41,7 @@ use tracing::{debug, info};
 
 use crate::access_log::{AccessRecord, ObservedBody};
 use crate::authz::{self, HttpAttributes};
+use crate::baggage::PeerMetadata;
 use crate::balance::{self, EndpointTarget, PickRequest, Picked};
 use crate::cluster::HeldBody;
 use crate::config::{ConfigHandle, ServiceEntry, ServiceKey, Snapshot};
@@ -124,6 +125,8 @@ struct Tunnel {
     destination: Destination,
     client_identity: SpiffeId,
     client_ip: IpAddr,
+    /// What the client's ztunnel says about the client (telemetry only).
+    client_metadata: Option<PeerMetadata>,
     served: AtomicU32,
     close: Notify,
 }
@@ -226,6 +229,7 @@ impl Stack {
         let tunnel = Arc::new(Tunnel {
             client_identity: request.peer_identity().clone(),
             client_ip: client_ip(&request),
+            client_metadata: PeerMetadata::from_connect(request.headers(), request.peer_identity()),
             destination,
             served: AtomicU32::new(0),
             close: Notify::new(),
@@ -458,6 +462,7 @@ impl Stack {
                 let facts = RequestFacts {
                     source_identity: &tunnel.client_identity,
                     source_workload: source_workload.map(|w| &**w),
+                    source_metadata: tunnel.client_metadata.as_ref(),
                     destination_service: log.service.as_ref().map(|e| &e.service),
                     destination_workload: log.workload.as_deref(),
                     grpc,

@@ -295,3 +295,64 @@ async fn readiness_waits_for_config_and_certificate_then_config_dump_shows_snaps
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body.trim(), "draining");
 }
+
+#[tokio::test]
+async fn a_client_outside_the_waypoint_scope_is_labelled_from_its_baggage() {
+    let upstream = Upstream::start("echo", Behavior::Echo).await;
+    let port = upstream.addr.port();
+    let harness = Harness::start(|zt| {
+        config(
+            zt,
+            vec![service(
+                "cart",
+                "10.96.0.10",
+                &[(Some("http"), 80, port)],
+                &["cart-1"],
+            )],
+            vec![workload("cart-1")],
+            vec![],
+            vec![],
+        )
+    })
+    .await;
+    let (control, _shutdown) = start_control(harness.registry.clone(), Ready::new());
+
+    // 10.9.9.9 is in no snapshot; one client claims its own namespace, one another's.
+    let honest = harness
+        .tunnel_with(
+            "client",
+            "10.96.0.10:80",
+            Some("for=\"10.9.9.9:40000\""),
+            Some("k8s.namespace.name=test,k8s.deployment.name=shop,service.name=shop,service.version=v3"),
+        )
+        .await;
+    let mut client = Client::handshake(honest, false).await;
+    assert_eq!(client.get("/").await.status, 200);
+    let lying = harness
+        .tunnel_with(
+            "client",
+            "10.96.0.10:80",
+            Some("for=\"10.9.9.9:40001\""),
+            Some("k8s.namespace.name=kube-system,k8s.deployment.name=coredns"),
+        )
+        .await;
+    let mut client = Client::handshake(lying, false).await;
+    assert_eq!(client.get("/").await.status, 200);
+
+    let from_baggage = [
+        "source_workload=\"shop\"",
+        "source_workload_namespace=\"test\"",
+        "source_canonical_revision=\"v3\"",
+        "source_principal=\"cluster.local/ns/test/sa/client\"",
+    ];
+    let unknown = [
+        "source_workload=\"unknown\"",
+        "source_principal=\"cluster.local/ns/test/sa/client\"",
+    ];
+    let text = scrape_until(control.addrs().metrics, |text| {
+        samples(text, "istio_requests_total", &from_baggage).len() == 1
+            && samples(text, "istio_requests_total", &unknown).len() == 1
+    })
+    .await;
+    assert!(!text.contains("coredns"), "{text}");
+}

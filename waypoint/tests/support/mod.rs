@@ -191,6 +191,17 @@ impl Harness {
 
     /// An HBONE tunnel from `client_sa` through the waypoint to `target`.
     pub async fn tunnel_as(&self, client_sa: &str, target: &str) -> HboneStream {
+        self.tunnel_with(client_sa, target, None, None).await
+    }
+
+    /// Like [`Self::tunnel_as`], with the CONNECT headers a client ztunnel adds.
+    pub async fn tunnel_with(
+        &self,
+        client_sa: &str,
+        target: &str,
+        forwarded: Option<&'static str>,
+        baggage: Option<&'static str>,
+    ) -> HboneStream {
         let ca = self.ca.clone();
         let bundle = self.bundle.clone();
         let tls = move |source: &SpiffeId, expected: &[SpiffeId]| {
@@ -203,12 +214,18 @@ impl Harness {
             Ok(config)
         };
         let pool = Pool::new(Arc::new(tls), PoolConfig::default());
-        let request = ConnectRequest::new(
+        let mut request = ConnectRequest::new(
             id(client_sa),
             vec![id("waypoint")],
             self.waypoint.local_addr(),
             target.parse::<Target>().unwrap(),
         );
+        if let Some(value) = forwarded {
+            request = request.with_forwarded(http::HeaderValue::from_static(value));
+        }
+        if let Some(value) = baggage {
+            request = request.with_baggage(http::HeaderValue::from_static(value));
+        }
         within(pool.connect(request)).await.unwrap()
     }
 
@@ -259,7 +276,7 @@ pub struct Answer {
 }
 
 impl Client {
-    async fn handshake(stream: HboneStream, h2: bool) -> Self {
+    pub async fn handshake(stream: HboneStream, h2: bool) -> Self {
         let io = TokioIo::new(stream);
         if h2 {
             let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
