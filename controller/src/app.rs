@@ -159,7 +159,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(pipeline::run(
         source,
         pipeline,
-        debounce,
+        // The folder source already waits for changes to settle; a second quiet period here
+        // would only add latency.
+        Duration::ZERO,
         Some(config_ready),
         shutdown.watch(),
     ));
