@@ -243,6 +243,11 @@ struct Controller {
 impl Controller {
     fn start(state: &Path, config_dir: &Path, ready_file: &Path) -> anyhow::Result<Self> {
         let binary = env!("CARGO_BIN_EXE_ambit-controller");
+        // The controller logs to stdout; shown only when asked for, beside the table.
+        let (log_level, log_output) = match std::env::var("AMBIT_BENCH_LOG") {
+            Ok(level) => (level, Stdio::inherit()),
+            Err(_) => ("warn".to_owned(), Stdio::null()),
+        };
         let child = Command::new(binary)
             .arg("--config-dir")
             .arg(config_dir)
@@ -254,11 +259,8 @@ impl Controller {
             .args(["--debounce-ms", &DEBOUNCE_MS.to_string()])
             .arg("--ready-file")
             .arg(ready_file)
-            .env(
-                "RUST_LOG",
-                std::env::var("AMBIT_BENCH_LOG").unwrap_or_else(|_| "warn".to_owned()),
-            )
-            .stdout(Stdio::null())
+            .env("RUST_LOG", log_level)
+            .stdout(log_output)
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {binary}"))?;

@@ -57,7 +57,7 @@ pub struct Args {
     /// Namespace whose selector-less policies apply mesh-wide.
     #[arg(long, default_value = ambit_model::DEFAULT_ROOT_NAMESPACE)]
     pub root_namespace: String,
-    /// Quiet period after a change before translating, and per-client push coalescing.
+    /// Quiet period after a change before translating.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
     /// Written (JSON: grpc, metrics, readiness addresses) once every server listens; useful
@@ -116,7 +116,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         CaOrigin::Persisted => tracing::info!("CA root loaded from the state folder"),
     }
 
-    let config_server = ConfigServer::new(ConfigServerOptions::default().with_debounce(debounce));
+    // No second quiet period per client: a translation publishes every scope at once, and a
+    // client with a push in flight gets the latest state only after its ACK, so bursts are
+    // coalesced there already; waiting here would only add latency to every change.
+    let config_server =
+        ConfigServer::new(ConfigServerOptions::default().with_debounce(Duration::ZERO));
     let static_tokens = Arc::new(StaticTokens::new());
     let options = TranslateOptions {
         trust_domain: args.trust_domain.clone(),

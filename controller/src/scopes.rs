@@ -88,6 +88,8 @@ pub fn build_with(
     for (policy, node) in policy_nodes(config) {
         policies_by_node.entry(node).or_default().push(policy);
     }
+    // Every node scope holds the common part: one shared copy, not one per node.
+    let shared = shared.into_shared();
     let mut scopes = Scopes::new();
     for node in nodes {
         let mut snapshot = shared.clone();

@@ -55,3 +55,31 @@ async fn a_written_file_yields_a_new_snapshot() {
     .expect("no snapshot without the pod within 10 s");
     assert_eq!(after_delete.resources.len(), 1);
 }
+
+#[tokio::test]
+async fn reading_the_folder_is_not_a_change() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pod.yaml"), POD).unwrap();
+    let debounce = Duration::from_millis(20);
+    let mut source = FolderSource::new(dir.path(), debounce).unwrap();
+    source.next_snapshot().await.unwrap();
+    // The source's own reread opens and reads every file; if that counted as a change, the
+    // next snapshot would follow right after the debounce, and again after every reread.
+    let _ = std::fs::read_to_string(dir.path().join("pod.yaml")).unwrap();
+    let idle = tokio::time::timeout(debounce * 25, source.next_snapshot()).await;
+    assert!(
+        idle.is_err(),
+        "a snapshot came with nothing changed: the folder is reread in a loop"
+    );
+    // A real change still comes through.
+    std::fs::write(
+        dir.path().join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n",
+    )
+    .unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(10), source.next_snapshot())
+        .await
+        .expect("no snapshot after a write")
+        .unwrap();
+    assert!(changed.resources.len() >= 1);
+}

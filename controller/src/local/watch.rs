@@ -1,13 +1,15 @@
 //! [`FolderSource`]: the folder watched with `notify`, debounced, reread whole on each change
 //! (parsing again only the files whose text changed).
+//!
+//! Only changes count: `notify` also reports files being opened and read, and the source's own
+//! rereads would otherwise wake it again, rereading the folder forever.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::{Event, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::{ParsedFiles, load_dir_with};
@@ -28,11 +30,13 @@ pub struct WatchError {
 pub struct FolderSource {
     dir: PathBuf,
     changes: mpsc::Receiver<()>,
+    /// How long the folder must stay unchanged before it is reread.
+    debounce: Duration,
     started: bool,
     /// Parses of the files as last read; a reread parses only files that changed.
     parsed: Arc<Mutex<ParsedFiles>>,
     // Dropping it stops the watch.
-    _debouncer: Debouncer<RecommendedWatcher>,
+    _watcher: RecommendedWatcher,
 }
 
 impl FolderSource {
@@ -42,27 +46,32 @@ impl FolderSource {
         let dir = dir.into();
         // One slot is enough: a pending signal already means "reread".
         let (tx, changes) = mpsc::channel(1);
-        let handler = move |result: DebounceEventResult| {
-            if let Err(err) = &result {
-                tracing::warn!(error = %err, "folder watch error; rereading the folder");
+        let handler = move |result: notify::Result<Event>| match result {
+            // Opening and reading files (our own rereads among them) changes nothing.
+            Ok(event) if event.kind.is_access() => {}
+            Ok(_) => {
+                let _ = tx.try_send(());
             }
-            let _ = tx.try_send(());
+            Err(err) => {
+                tracing::warn!(error = %err, "folder watch error; rereading the folder");
+                let _ = tx.try_send(());
+            }
         };
         let watch_error = |source| WatchError {
             dir: dir.clone(),
             source,
         };
-        let mut debouncer = new_debouncer(debounce, handler).map_err(watch_error)?;
-        debouncer
-            .watcher()
+        let mut watcher = notify::recommended_watcher(handler).map_err(watch_error)?;
+        watcher
             .watch(&dir, RecursiveMode::NonRecursive)
             .map_err(watch_error)?;
         Ok(Self {
             dir,
             changes,
+            debounce,
             started: false,
             parsed: Arc::new(Mutex::new(ParsedFiles::default())),
-            _debouncer: debouncer,
+            _watcher: watcher,
         })
     }
 
@@ -76,8 +85,15 @@ impl Source for FolderSource {
     async fn next_snapshot(&mut self) -> Option<Snapshot> {
         if self.started {
             self.changes.recv().await?;
-            // Changes that arrived meanwhile are covered by this reread.
-            while self.changes.try_recv().is_ok() {}
+            // Editors write in several steps: wait until the folder has been quiet for the
+            // debounce period, so one save is one reread.
+            loop {
+                match tokio::time::timeout(self.debounce, self.changes.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return None,
+                    Err(_quiet) => break,
+                }
+            }
         }
         self.started = true;
         let dir = self.dir.clone();

@@ -1,7 +1,10 @@
 //! Snapshots: the complete, encoded resource set of one scope, and the diff between two.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::btree_map::{self, Entry};
+use std::iter::Peekable;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -10,23 +13,45 @@ use crate::resource::{MeshResource, ResourceError, ResourceKey};
 
 /// Everything one scope holds, encoded once. The controller builds one per scope and publishes
 /// it; the server diffs snapshots to push only what changed.
+///
+/// A snapshot has two layers: a `base` that clones share (behind an `Arc`) and its `own`
+/// resources. The controller puts what every node scope holds (every workload and service)
+/// in one shared base and only each node's policies in its own layer, so a hundred node
+/// scopes cost one copy of the common part, and two snapshots on the same base are compared
+/// by their own layers alone. The layers never hold the same key.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    resources: BTreeMap<ResourceKey, Bytes>,
+    base: Arc<BTreeMap<ResourceKey, Bytes>>,
+    own: BTreeMap<ResourceKey, Bytes>,
 }
 
 impl PartialEq for Snapshot {
     fn eq(&self, other: &Self) -> bool {
-        self.resources.len() == other.resources.len()
-            && self.resources.iter().zip(&other.resources).all(
-                |((key, payload), (other_key, other_payload))| {
-                    key == other_key && same_payload(payload, other_payload)
-                },
-            )
+        if Arc::ptr_eq(&self.base, &other.base) {
+            return same_entries(self.own.iter(), other.own.iter());
+        }
+        self.len() == other.len() && same_entries(self.iter(), other.iter())
     }
 }
 
 impl Eq for Snapshot {}
+
+fn same_entries<'a>(
+    mut a: impl Iterator<Item = (&'a ResourceKey, &'a Bytes)>,
+    mut b: impl Iterator<Item = (&'a ResourceKey, &'a Bytes)>,
+) -> bool {
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some((key, payload)), Some((other_key, other_payload))) => {
+                if key != other_key || !same_payload(payload, other_payload) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
 
 /// Equal payloads; the same bytes (a publisher that reuses the encoding of an unchanged
 /// resource, as the controller does) are found equal without reading them.
@@ -39,6 +64,29 @@ fn same_payload(a: &Bytes, b: &Bytes) -> bool {
 pub(crate) struct Diff {
     pub(crate) upserts: Vec<(ResourceKey, Bytes)>,
     pub(crate) removals: Vec<ResourceKey>,
+}
+
+/// The entries of two key-ordered maps with disjoint keys, in key order.
+struct Merged<'a> {
+    base: Peekable<btree_map::Iter<'a, ResourceKey, Bytes>>,
+    own: Peekable<btree_map::Iter<'a, ResourceKey, Bytes>>,
+}
+
+impl<'a> Iterator for Merged<'a> {
+    type Item = (&'a ResourceKey, &'a Bytes);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_base = match (self.base.peek(), self.own.peek()) {
+            (Some((base_key, _)), Some((own_key, _))) => base_key < own_key,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if take_base {
+            self.base.next()
+        } else {
+            self.own.next()
+        }
+    }
 }
 
 impl Snapshot {
@@ -58,6 +106,17 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// The same resources, all in the shared layer: clones of the result share them, and
+    /// what is inserted into a clone afterwards is that clone's own.
+    pub fn into_shared(self) -> Self {
+        let mut all = Arc::unwrap_or_clone(self.base);
+        all.extend(self.own);
+        Self {
+            base: Arc::new(all),
+            own: BTreeMap::new(),
+        }
+    }
+
     /// Adds `resource`; fails if it cannot be encoded or its key is already present.
     pub fn insert(&mut self, resource: &MeshResource) -> Result<(), ResourceError> {
         let payload = resource.encode()?;
@@ -71,11 +130,13 @@ impl Snapshot {
         key: ResourceKey,
         payload: Bytes,
     ) -> Result<(), ResourceError> {
-        match self.resources.entry(key) {
-            Entry::Occupied(entry) => Err(ResourceError::new(
-                entry.key().to_string(),
-                "is in the snapshot twice",
-            )),
+        let twice =
+            |key: &ResourceKey| ResourceError::new(key.to_string(), "is in the snapshot twice");
+        if self.base.contains_key(&key) {
+            return Err(twice(&key));
+        }
+        match self.own.entry(key) {
+            Entry::Occupied(entry) => Err(twice(entry.key())),
             Entry::Vacant(entry) => {
                 entry.insert(payload);
                 Ok(())
@@ -83,45 +144,55 @@ impl Snapshot {
         }
     }
 
-    /// Removes the resource with `key`; whether it was present.
+    /// Removes the resource with `key`; whether it was present. Removing a shared resource
+    /// copies the shared layer for this snapshot alone.
     pub fn remove(&mut self, key: &ResourceKey) -> bool {
-        self.resources.remove(key).is_some()
+        if self.own.remove(key).is_some() {
+            return true;
+        }
+        self.base.contains_key(key) && Arc::make_mut(&mut self.base).remove(key).is_some()
     }
 
     /// Whether a resource with `key` is present.
     pub fn contains(&self, key: &ResourceKey) -> bool {
-        self.resources.contains_key(key)
+        self.own.contains_key(key) || self.base.contains_key(key)
     }
 
     /// The number of resources.
     pub fn len(&self) -> usize {
-        self.resources.len()
+        self.base.len() + self.own.len()
     }
 
     /// Whether the snapshot holds no resources.
     pub fn is_empty(&self) -> bool {
-        self.resources.is_empty()
+        self.len() == 0
     }
 
     /// The encoded size of every resource together: what a full sync of this snapshot puts
     /// on the wire, framing aside.
     pub fn payload_bytes(&self) -> usize {
-        self.resources
-            .iter()
+        self.iter()
             .map(|(key, payload)| key.to_string().len() + payload.len())
             .sum()
     }
 
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &ResourceKey> {
-        self.resources.keys()
+        self.iter().map(|(key, _)| key)
+    }
+
+    /// Every resource, in key order.
+    fn iter(&self) -> Merged<'_> {
+        Merged {
+            base: self.base.iter().peekable(),
+            own: self.own.iter().peekable(),
+        }
     }
 
     /// Everything in this snapshot as upserts (a full resync).
     pub(crate) fn as_full(&self) -> Diff {
         Diff {
             upserts: self
-                .resources
                 .iter()
                 .map(|(key, payload)| (key.clone(), payload.clone()))
                 .collect(),
@@ -131,23 +202,52 @@ impl Snapshot {
 
     /// What a client holding `self` needs to reach `next`.
     pub(crate) fn diff(&self, next: &Snapshot) -> Diff {
-        let mut diff = Diff::default();
-        for (key, payload) in &next.resources {
-            if !self
-                .resources
-                .get(key)
-                .is_some_and(|held| same_payload(held, payload))
-            {
-                diff.upserts.push((key.clone(), payload.clone()));
-            }
+        // Same shared layer (a push that changed only this scope's own resources): the
+        // shared part cannot differ, so only the own layers are compared.
+        if Arc::ptr_eq(&self.base, &next.base) {
+            return diff_sorted(self.own.iter(), next.own.iter());
         }
-        diff.removals = self
-            .resources
-            .keys()
-            .filter(|key| !next.resources.contains_key(*key))
-            .cloned()
-            .collect();
-        diff
+        diff_sorted(self.iter(), next.iter())
+    }
+}
+
+/// The diff between two key-ordered entry sequences, in one pass over both.
+fn diff_sorted<'a>(
+    held: impl Iterator<Item = (&'a ResourceKey, &'a Bytes)>,
+    next: impl Iterator<Item = (&'a ResourceKey, &'a Bytes)>,
+) -> Diff {
+    let mut diff = Diff::default();
+    let mut held = held.peekable();
+    let mut next = next.peekable();
+    loop {
+        match (held.peek(), next.peek()) {
+            (None, None) => return diff,
+            (Some((held_key, _)), None) => {
+                diff.removals.push((*held_key).clone());
+                held.next();
+            }
+            (None, Some((key, payload))) => {
+                diff.upserts.push(((*key).clone(), (*payload).clone()));
+                next.next();
+            }
+            (Some((held_key, held_payload)), Some((key, payload))) => match held_key.cmp(key) {
+                Ordering::Less => {
+                    diff.removals.push((*held_key).clone());
+                    held.next();
+                }
+                Ordering::Greater => {
+                    diff.upserts.push(((*key).clone(), (*payload).clone()));
+                    next.next();
+                }
+                Ordering::Equal => {
+                    if !same_payload(held_payload, payload) {
+                        diff.upserts.push(((*key).clone(), (*payload).clone()));
+                    }
+                    held.next();
+                    next.next();
+                }
+            },
+        }
     }
 }
 
@@ -216,6 +316,41 @@ mod tests {
         assert_eq!(full.upserts.len(), 2);
         assert!(full.removals.is_empty());
         assert_eq!(Snapshot::new().diff(&snap), full);
+    }
+
+    #[test]
+    fn clones_of_a_shared_snapshot_share_its_layer_and_diff_by_their_own() {
+        let shared = snapshot(&[("a", "1"), ("c", "1")]).into_shared();
+        let mut one = shared.clone();
+        let mut two = shared.clone();
+        one.insert_encoded(key("b"), Bytes::from("1")).unwrap();
+        two.insert_encoded(key("b"), Bytes::from("2")).unwrap();
+        two.insert_encoded(key("d"), Bytes::from("1")).unwrap();
+        // A shared key cannot be added again through a clone.
+        assert!(one.insert_encoded(key("a"), Bytes::from("9")).is_err());
+
+        let keys: Vec<_> = two.keys().map(|k| &*k.name).collect();
+        assert_eq!(keys, ["a", "b", "c", "d"], "merged in key order");
+        assert_eq!(two.len(), 4);
+        let diff = one.diff(&two);
+        let upserted: Vec<_> = diff.upserts.iter().map(|(k, _)| &*k.name).collect();
+        assert_eq!(upserted, ["b", "d"]);
+        assert!(diff.removals.is_empty());
+        assert_eq!(two.diff(&one).removals, [key("d")]);
+
+        // The same content with other layering is equal, and diffs to nothing.
+        let flat = snapshot(&[("a", "1"), ("b", "2"), ("c", "1"), ("d", "1")]);
+        assert_eq!(flat, two);
+        assert!(flat.diff(&two).is_empty());
+        assert!(two.diff(&flat).is_empty());
+        assert_eq!(flat.as_full(), two.as_full());
+        assert_ne!(one, two);
+
+        // Removing a shared key copies the shared layer: the other clone keeps it.
+        assert!(one.remove(&key("a")));
+        assert!(!one.contains(&key("a")));
+        assert!(two.contains(&key("a")));
+        assert_eq!(two.diff(&one).removals, [key("a"), key("d")]);
     }
 
     #[test]
