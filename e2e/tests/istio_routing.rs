@@ -4,13 +4,12 @@
 //! `outlierDetection` ejects an endpoint that answers 500 (and takes it back after
 //! `baseEjectionTime`); a VirtualService `fault.delay` delays the requests it matches only.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use ambit_e2e::{bin_dir, bounded, eventually, mesh};
+use ambit_e2e::{LoadReport, apply, bounded, eventually, mesh, pod};
 use ambit_localmesh::LocalMesh;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 
 const REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080/";
 
@@ -43,45 +42,13 @@ async fn apply_sample(mesh: &LocalMesh, name: &str) -> Result<()> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("samples")
         .join(name);
-    let report = mesh.apply(name, &std::fs::read_to_string(&path)?).await;
-    ensure!(report.errors.is_empty(), "{name}: {:?}", report.errors);
-    Ok(())
+    apply(mesh, name, &std::fs::read_to_string(&path)?).await
 }
 
-/// Statuses and versions of `n` requests from the curl pod.
-async fn load(
-    mesh: &LocalMesh,
-    n: u32,
-    header: Option<&str>,
-) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>)> {
-    let curl = mesh.pod("client", "curl-0").context("curl pod")?;
-    let mut command = curl.netns().command(bin_dir()?.join("load"));
-    command.args([
-        "get",
-        REVIEWS,
-        "-n",
-        &n.to_string(),
-        "--json",
-        "--timeout",
-        "5s",
-    ]);
-    if let Some(header) = header {
-        command.args(["-H", header]);
-    }
-    let output = command.output().await?;
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| String::from_utf8_lossy(&output.stderr).into_owned())?;
-    let counts = |field: &str| -> BTreeMap<String, u64> {
-        report[field]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Ok((counts("statuses"), counts("versions")))
+/// `n` requests to reviews from the curl pod.
+async fn load(mesh: &LocalMesh, n: u32, header: Option<&str>) -> Result<LoadReport> {
+    let headers: Vec<&str> = header.into_iter().collect();
+    ambit_e2e::load(&pod(mesh, "client", "curl-0")?, REVIEWS, n, &headers).await
 }
 
 #[tokio::test]
@@ -97,18 +64,17 @@ async fn virtual_service_routes_to_destination_rule_subsets_and_injects_faults()
         ] {
             apply_sample(&mesh, name).await?;
         }
-        let report = mesh.apply("routing.yaml", ROUTING).await;
-        ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        apply(&mesh, "routing.yaml", ROUTING).await?;
         eventually("default traffic goes to subset v3 only", || async {
-            let (statuses, versions) = load(&mesh, 10, None).await?;
-            Ok(statuses.get("200") == Some(&10) && versions.get("v3") == Some(&10))
+            let report = load(&mesh, 10, None).await?;
+            Ok(report.all(200, 10) && report.versions.get("v3") == Some(&10))
         })
         .await?;
-        let (_, jason) = load(&mesh, 10, Some("end-user:jason")).await?;
+        let jason = load(&mesh, 10, Some("end-user:jason")).await?.versions;
         ensure!(jason.get("v2") == Some(&10), "jason goes to v2: {jason:?}");
-        let (faults, _) = load(&mesh, 5, Some("x-fault:yes")).await?;
+        let faults = load(&mesh, 5, Some("x-fault:yes")).await?;
         ensure!(
-            faults.get("418") == Some(&5),
+            faults.all(418, 5),
             "the abort fault answers 418: {faults:?}"
         );
         mesh.down().await?;
@@ -179,9 +145,9 @@ spec:
 async fn destination_rule_outlier_detection_ejects_a_failing_endpoint() -> Result<()> {
     bounded(async {
         let mesh = mesh("outlier", 2).await?;
-        ambit_e2e::apply(&mesh, "app.yaml", ECHO_APP).await?;
-        ambit_e2e::apply(&mesh, "bad.yaml", BAD_ENDPOINT).await?;
-        let client = ambit_e2e::pod(&mesh, "resil", "client")?;
+        apply(&mesh, "app.yaml", ECHO_APP).await?;
+        apply(&mesh, "bad.yaml", BAD_ENDPOINT).await?;
+        let client = pod(&mesh, "resil", "client")?;
         // Through the waypoint, requests spread over both endpoints: some fail.
         eventually("both endpoints answer, the bad one with 500", || async {
             let report = ambit_e2e::load(&client, ECHO, 20, &[]).await?;
@@ -192,7 +158,7 @@ async fn destination_rule_outlier_detection_ejects_a_failing_endpoint() -> Resul
         })
         .await?;
 
-        ambit_e2e::apply(&mesh, "outlier.yaml", OUTLIER_DETECTION).await?;
+        apply(&mesh, "outlier.yaml", OUTLIER_DETECTION).await?;
         eventually(
             "the failing endpoint is ejected: every request succeeds",
             || async {
@@ -237,14 +203,14 @@ spec:
 async fn virtual_service_fault_delay_delays_matching_requests() -> Result<()> {
     bounded(async {
         let mesh = mesh("fault-delay", 2).await?;
-        ambit_e2e::apply(&mesh, "app.yaml", ECHO_APP).await?;
-        let client = ambit_e2e::pod(&mesh, "resil", "client")?;
+        apply(&mesh, "app.yaml", ECHO_APP).await?;
+        let client = pod(&mesh, "resil", "client")?;
         eventually("the service answers through the waypoint", || async {
             Ok(ambit_e2e::load(&client, ECHO, 5, &[]).await?.all(200, 5))
         })
         .await?;
 
-        ambit_e2e::apply(&mesh, "delay.yaml", DELAY_ROUTE).await?;
+        apply(&mesh, "delay.yaml", DELAY_ROUTE).await?;
         eventually("requests with x-delay: yes are delayed", || async {
             let report = ambit_e2e::load(&client, ECHO, 3, &["x-delay:yes"]).await?;
             Ok(report.all(200, 3) && report.latency_min.is_some_and(|min| min >= FAULT_DELAY))

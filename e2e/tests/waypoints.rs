@@ -4,9 +4,9 @@
 //! does not apply). Told apart by a DENY that only one waypoint enforces (`targetRefs` to its
 //! Gateway).
 
-use ambit_e2e::{bin_dir, bounded, eventually, mesh};
+use ambit_e2e::{apply, bounded, eventually, load, mesh, pod};
 use ambit_localmesh::LocalMesh;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 
 const URL: &str = "http://echo.prec.svc.cluster.local:8000";
 
@@ -70,30 +70,27 @@ metadata: {name: echo, namespace: prec, labels: {istio.io/use-waypoint: wp-svc}}
 spec: {selector: {app: echo}, ports: [{name: http, port: 8000, targetPort: 8000}]}
 "#;
 
-/// The status of one GET from the client pod (0 when nothing answered).
+/// The status of one GET of `base` + each path from the client pod of `namespace`, in order
+/// (0 when nothing answered).
+async fn statuses(
+    mesh: &LocalMesh,
+    namespace: &str,
+    base: &str,
+    paths: &[&str],
+) -> Result<Vec<u16>> {
+    let client = pod(mesh, namespace, "client")?;
+    let mut statuses = Vec::with_capacity(paths.len());
+    for path in paths {
+        let report = load(&client, &format!("{base}{path}"), 1, &[]).await?;
+        statuses.push(report.statuses.keys().next().copied().unwrap_or(0));
+    }
+    Ok(statuses)
+}
+
+/// The status of one GET of `path` on the `prec` echo service.
 async fn status(mesh: &LocalMesh, path: &str) -> Result<u16> {
-    let client = mesh.pod("prec", "client").context("client pod")?;
-    let output = client
-        .netns()
-        .command(bin_dir()?.join("load"))
-        .args([
-            "get",
-            &format!("{URL}{path}"),
-            "-n",
-            "1",
-            "--json",
-            "--timeout",
-            "5s",
-        ])
-        .output()
-        .await?;
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| String::from_utf8_lossy(&output.stderr).into_owned())?;
-    Ok(report["statuses"]
-        .as_object()
-        .and_then(|s| s.keys().next())
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0))
+    let statuses = statuses(mesh, "prec", URL, &[path]).await?;
+    Ok(statuses.first().copied().unwrap_or(0))
 }
 
 #[tokio::test]
@@ -200,24 +197,13 @@ spec:
 
 const LAYERED_URL: &str = "http://echo.layers.svc.cluster.local:8000";
 
-/// The status of one GET of `base` + each path from the `layers/client` pod, in order.
-async fn statuses(mesh: &LocalMesh, base: &str, paths: &[&str]) -> Result<Vec<u16>> {
-    let client = ambit_e2e::pod(mesh, "layers", "client")?;
-    let mut statuses = Vec::with_capacity(paths.len());
-    for path in paths {
-        let report = ambit_e2e::load(&client, &format!("{base}{path}"), 1, &[]).await?;
-        statuses.push(report.statuses.keys().next().copied().unwrap_or(0));
-    }
-    Ok(statuses)
-}
-
 #[tokio::test]
 async fn the_pod_label_wins_for_traffic_addressed_to_the_pod() -> Result<()> {
     bounded(async {
         let mesh = mesh("pod-waypoint", 2).await?;
-        ambit_e2e::apply(&mesh, "app.yaml", LAYERED).await?;
-        let at = |pod: &str| -> Result<String> {
-            let ip = ambit_e2e::pod(&mesh, "layers", pod)?.ip();
+        apply(&mesh, "app.yaml", LAYERED).await?;
+        let at = |name: &str| -> Result<String> {
+            let ip = pod(&mesh, "layers", name)?.ip();
             Ok(format!("http://{ip}:8000"))
         };
         let (plain, bound) = (at("plain")?, at("bound")?);
@@ -226,16 +212,19 @@ async fn the_pod_label_wins_for_traffic_addressed_to_the_pod() -> Result<()> {
         // the Service's label is for traffic addressed to the Service.
         eventually(
             "the namespace's waypoint serves the unlabelled pod",
-            || async { Ok(statuses(&mesh, &plain, &paths).await? == [200, 200, 403]) },
+            || async { Ok(statuses(&mesh, "layers", &plain, &paths).await? == [200, 200, 403]) },
         )
         .await?;
         eventually("the pod's own waypoint serves the labelled pod", || async {
-            Ok(statuses(&mesh, &bound, &paths).await? == [403, 200, 200])
+            Ok(statuses(&mesh, "layers", &bound, &paths).await? == [403, 200, 200])
         })
         .await?;
         // Traffic addressed to the Service still goes through the Service's waypoint.
         eventually("the service's waypoint serves the service", || async {
-            Ok(statuses(&mesh, LAYERED_URL, &["/via-svc", "/via-pod"]).await? == [403, 200])
+            Ok(
+                statuses(&mesh, "layers", LAYERED_URL, &["/via-svc", "/via-pod"]).await?
+                    == [403, 200],
+            )
         })
         .await?;
         mesh.down().await?;
