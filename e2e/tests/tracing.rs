@@ -130,7 +130,8 @@ async fn trace_context_crosses_the_waypoint_and_spans_reach_an_otlp_collector() 
             options.waypoint_trace_sampling = Some(1.0);
         })
         .await?;
-        // The collector must listen before the waypoint starts exporting.
+        // The underlay netns exists once the mesh is up; the collector listens there before
+        // the Gateway starts the waypoint.
         let listener = mesh.cluster().underlay().bind_tcp(collector)?;
         let (spans_tx, mut spans) = mpsc::unbounded_channel();
         let server = tokio::spawn(
