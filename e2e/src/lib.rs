@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ambit_localmesh::{LocalMesh, MeshOptions};
-use ambit_localnet::Netns;
+use ambit_localnet::{Netns, Pod};
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,13 +51,138 @@ pub fn bin_dir() -> Result<PathBuf> {
 
 /// Starts a local mesh with `nodes` nodes in a fresh state folder named after `scenario`.
 pub async fn mesh(scenario: &str, nodes: usize) -> Result<LocalMesh> {
+    mesh_with(scenario, nodes, |_| {}).await
+}
+
+/// Like [`mesh`], with `configure` adjusting the options first (e.g. waypoint tracing).
+pub async fn mesh_with(
+    scenario: &str,
+    nodes: usize,
+    configure: impl FnOnce(&mut MeshOptions),
+) -> Result<LocalMesh> {
     let state = std::env::temp_dir().join(format!("ambit-e2e-{scenario}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let mut options = MeshOptions::new(&state, bin_dir()?);
     options.name = format!("e2e-{scenario}");
     options.nodes = nodes;
     options.log_level = "info,ambit=debug".to_owned();
+    configure(&mut options);
     Ok(LocalMesh::up(options).await?)
+}
+
+/// Applies a YAML stream and fails on any refused object.
+pub async fn apply(mesh: &LocalMesh, origin: &str, yaml: &str) -> Result<()> {
+    let report = mesh.apply(origin, yaml).await;
+    if !report.errors.is_empty() {
+        bail!("applying {origin}: {:?}", report.errors);
+    }
+    Ok(())
+}
+
+/// The pod `namespace/name`, or an error naming it.
+pub fn pod(mesh: &LocalMesh, namespace: &str, name: &str) -> Result<Pod> {
+    mesh.pod(namespace, name)
+        .with_context(|| format!("no pod {namespace}/{name}"))
+}
+
+/// What `load get --json` reports.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    /// Responses per status code.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Responses per `version` the echo servers reported.
+    pub versions: BTreeMap<String, u64>,
+    /// Requests that got no response.
+    pub transport_errors: u64,
+    /// Fastest answered request (`None` when none was answered).
+    pub latency_min: Option<Duration>,
+    /// Slowest answered request.
+    pub latency_max: Option<Duration>,
+}
+
+impl LoadReport {
+    /// Responses with `status`.
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Whether all `requests` were answered with `status`.
+    pub fn all(&self, status: u16, requests: u64) -> bool {
+        self.count(status) == requests && self.transport_errors == 0
+    }
+}
+
+/// Runs `load get URL -n N --json [-H …]` inside `pod` (a plain app, so ztunnel captures it).
+pub async fn load(pod: &Pod, url: &str, requests: u32, headers: &[&str]) -> Result<LoadReport> {
+    let mut command = pod.netns().command(bin_dir()?.join("load"));
+    command.args([
+        "get",
+        url,
+        "-n",
+        &requests.to_string(),
+        "--json",
+        "--timeout",
+        "5s",
+    ]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = within("load", command.output()).await??;
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "load printed no JSON: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let counts = |field: &str| -> BTreeMap<String, u64> {
+        report[field]
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let millis = |field: &str| {
+        report["latencyMs"][field]
+            .as_f64()
+            .map(|ms| Duration::from_secs_f64(ms / 1e3))
+    };
+    Ok(LoadReport {
+        statuses: counts("statuses")
+            .into_iter()
+            .filter_map(|(status, count)| Some((status.parse().ok()?, count)))
+            .collect(),
+        versions: counts("versions"),
+        transport_errors: report["transportErrors"].as_u64().unwrap_or(0),
+        latency_min: millis("min"),
+        latency_max: millis("max"),
+    })
+}
+
+/// Runs `load once URL [-H …]` inside `pod` and returns the echo server's JSON answer (which
+/// describes the request as received, headers included).
+pub async fn echo_once(pod: &Pod, url: &str, headers: &[&str]) -> Result<serde_json::Value> {
+    let mut command = pod.netns().command(bin_dir()?.join("load"));
+    command.args(["once", url, "--timeout", "5s"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let output = within("load once", command.output()).await??;
+    if !output.status.success() {
+        bail!(
+            "load once {url}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{url} answered no JSON: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
 }
 
 /// Runs a scenario body within [`SCENARIO`].

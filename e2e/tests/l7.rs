@@ -4,24 +4,15 @@
 //! waypoint deployed on demand by applying a Gateway; a header route to v2; a 90/10 split; an
 //! L7 deny by path through the waypoint; retries masking 50 % failures; a route timeout → 504.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use ambit_e2e::{bin_dir, bounded, eventually, mesh};
+use ambit_e2e::{LoadReport, bounded, eventually, mesh, pod};
 use ambit_localmesh::LocalMesh;
 use anyhow::{Context, Result, ensure};
 
 const REVIEWS: &str = "http://reviews.bookinfo.svc.cluster.local:9080";
 const RATINGS: &str = "http://ratings.bookinfo.svc.cluster.local:9080";
 const FLAKY: &str = "http://flaky.bookinfo.svc.cluster.local:9080";
-
-/// What `load get --json` reports.
-#[derive(Debug, Default)]
-struct Load {
-    statuses: BTreeMap<String, u64>,
-    versions: BTreeMap<String, u64>,
-    transport_errors: u64,
-}
 
 fn sample(name: &str) -> Result<(String, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -39,50 +30,8 @@ async fn apply(mesh: &LocalMesh, name: &str) -> Result<()> {
 }
 
 /// Runs `load get URL -n N [-H …] --json` inside the curl pod.
-async fn load(mesh: &LocalMesh, url: &str, requests: u32, headers: &[&str]) -> Result<Load> {
-    let curl = mesh.pod("client", "curl-0").context("the curl pod")?;
-    let mut command = curl.netns().command(bin_dir()?.join("load"));
-    command
-        .args([
-            "get",
-            url,
-            "-n",
-            &requests.to_string(),
-            "--json",
-            "--timeout",
-            "5s",
-        ])
-        .kill_on_drop(true);
-    for header in headers {
-        command.args(["-H", header]);
-    }
-    let output = ambit_e2e::within("load", command.output()).await??;
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "load printed no JSON: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
-    let counts = |field: &str| -> BTreeMap<String, u64> {
-        report[field]
-            .as_object()
-            .map(|map| {
-                map.iter()
-                    .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Ok(Load {
-        statuses: counts("statuses"),
-        versions: counts("versions"),
-        transport_errors: report["transportErrors"].as_u64().unwrap_or(0),
-    })
-}
-
-fn all(load: &Load, status: &str, requests: u64) -> bool {
-    load.statuses.get(status) == Some(&requests)
+async fn load(mesh: &LocalMesh, url: &str, requests: u32, headers: &[&str]) -> Result<LoadReport> {
+    ambit_e2e::load(&pod(mesh, "client", "curl-0")?, url, requests, headers).await
 }
 
 #[tokio::test]
@@ -99,7 +48,7 @@ async fn waypoint_on_demand_routes_splits_and_denies() -> Result<()> {
             apply(&mesh, name).await?;
         }
         eventually("reviews answers through the mesh", || async {
-            Ok(all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5))
+            Ok(load(&mesh, REVIEWS, 5, &[]).await?.all(200, 5))
         })
         .await?;
 
@@ -117,7 +66,7 @@ spec:
         ensure!(report.errors.is_empty(), "{:?}", report.errors);
         eventually("the L7 DENY denies everything at L4", || async {
             let load = load(&mesh, RATINGS, 3, &[]).await?;
-            Ok(load.transport_errors == 3 || load.statuses.keys().all(|s| s != "200"))
+            Ok(load.transport_errors == 3 || load.count(200) == 0)
         })
         .await?;
         let report = mesh.delete("l7-deny.yaml", l7_deny_without_waypoint).await;
@@ -146,7 +95,7 @@ spec:
         })
         .await?;
         let split = load(&mesh, REVIEWS, 200, &[]).await?;
-        ensure!(all(&split, "200", 200), "every request answered: {split:?}");
+        ensure!(split.all(200, 200), "every request answered: {split:?}");
         let v2 = split.versions.get("v2").copied().unwrap_or(0);
         let v1 = split.versions.get("v1").copied().unwrap_or(0);
         ensure!(v1 + v2 == 200, "only v1 and v2: {split:?}");
@@ -165,30 +114,28 @@ spec:
         let report = mesh.apply("deny-admin.yaml", deny_admin).await;
         ensure!(report.errors.is_empty(), "{:?}", report.errors);
         eventually("the waypoint denies /admin with 403", || async {
-            Ok(all(
-                &load(&mesh, &format!("{REVIEWS}/admin/x"), 3, &[]).await?,
-                "403",
-                3,
-            ))
+            Ok(load(&mesh, &format!("{REVIEWS}/admin/x"), 3, &[])
+                .await?
+                .all(403, 3))
         })
         .await?;
         ensure!(
-            all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5),
+            load(&mesh, REVIEWS, 5, &[]).await?.all(200, 5),
             "other paths are still served"
         );
 
         // Retries hide a backend failing half of the requests.
         let before = load(&mesh, FLAKY, 100, &[]).await?;
-        let failed_before = 100 - before.statuses.get("200").copied().unwrap_or(0);
+        let failed_before = 100 - before.count(200);
         ensure!(failed_before >= 25, "flaky fails about half: {before:?}");
         apply(&mesh, "60-route-flaky-retry.yaml").await?;
         eventually("retries apply", || async {
-            Ok(all(&load(&mesh, FLAKY, 20, &[]).await?, "200", 20))
+            Ok(load(&mesh, FLAKY, 20, &[]).await?.all(200, 20))
         })
         .await?;
         let after = load(&mesh, FLAKY, 100, &[]).await?;
         ensure!(
-            after.statuses.get("200").copied().unwrap_or(0) >= 97,
+            after.count(200) >= 97,
             "retries mask the failures: {after:?}"
         );
 
@@ -206,15 +153,13 @@ spec:
         let report = mesh.apply("timeout.yaml", timeout_route).await;
         ensure!(report.errors.is_empty(), "{:?}", report.errors);
         eventually("a slow answer times out with 504", || async {
-            Ok(all(
-                &load(&mesh, &format!("{REVIEWS}/?delay=1s"), 2, &[]).await?,
-                "504",
-                2,
-            ))
+            Ok(load(&mesh, &format!("{REVIEWS}/?delay=1s"), 2, &[])
+                .await?
+                .all(504, 2))
         })
         .await?;
         ensure!(
-            all(&load(&mesh, REVIEWS, 5, &[]).await?, "200", 5),
+            load(&mesh, REVIEWS, 5, &[]).await?.all(200, 5),
             "fast answers still pass"
         );
         mesh.down().await?;

@@ -1,7 +1,7 @@
 //! Security scenarios through the real binaries in a two-node local mesh (root): mTLS on the
 //! wire (a packet capture between the nodes never shows the payload), PERMISSIVE vs STRICT
-//! PeerAuthentication for a client outside the mesh, and L4 authorization by principal and by
-//! port.
+//! PeerAuthentication for a client outside the mesh, and L4 authorization by principal, by
+//! port and by source namespace.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -168,6 +168,88 @@ async fn mtls_on_the_wire_peer_authentication_and_l4_authorization() -> Result<(
         ensure!(
             !reaches(&client, 7001).await?,
             "a port outside the rule is refused"
+        );
+        mesh.down().await?;
+        Ok(())
+    })
+    .await
+}
+
+/// A server, and one client in each of two other namespaces, all in the mesh.
+const NAMESPACES_APP: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: backend, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: friend, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: stranger, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: backend, labels: {app: server}}
+spec: {nodeName: node-2, containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: friend}
+spec: {nodeName: node-1, containers: [{name: app}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: stranger}
+spec: {nodeName: node-1, containers: [{name: app}]}
+"#;
+
+const ONLY_FRIEND_NAMESPACE: &str = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-friend, namespace: backend}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: ALLOW
+  rules: [{from: [{source: {namespaces: [friend]}}]}]
+"#;
+
+#[tokio::test]
+async fn l4_authorization_by_source_namespace() -> Result<()> {
+    bounded(async {
+        let mesh = mesh("authz-namespaces", 2).await?;
+        let report = mesh.apply("app.yaml", NAMESPACES_APP).await;
+        ensure!(report.errors.is_empty(), "apply: {:?}", report.errors);
+        let pod = |ns: &str, name: &str| mesh.pod(ns, name).context(format!("pod {ns}/{name}"));
+        let (server, friend, stranger) = (
+            pod("backend", "server")?,
+            pod("friend", "client")?,
+            pod("stranger", "client")?,
+        );
+        let _echo = Echo::start(
+            server.netns(),
+            SocketAddr::from(([0, 0, 0, 0], 7000)),
+            GREETING,
+        )?;
+        let to = SocketAddr::from((server.ip(), 7000));
+        let reaches = |from: &ambit_localnet::Pod| {
+            let netns = from.netns().clone();
+            async move { Ok(exchange(&netns, to, GREETING.len()).await? == GREETING) }
+        };
+        // Both namespaces get through before any policy.
+        eventually("the friend reaches the server", || reaches(&friend)).await?;
+        eventually("the stranger reaches the server", || reaches(&stranger)).await?;
+
+        let report = mesh.apply("allow.yaml", ONLY_FRIEND_NAMESPACE).await;
+        ensure!(report.errors.is_empty(), "{:?}", report.errors);
+        eventually("a client from another namespace is refused", || async {
+            Ok(!reaches(&stranger).await?)
+        })
+        .await?;
+        ensure!(
+            reaches(&friend).await?,
+            "the allowed namespace still passes"
         );
         mesh.down().await?;
         Ok(())

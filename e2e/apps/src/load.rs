@@ -135,6 +135,7 @@ impl LoadReport {
             "statuses": self.statuses.iter().map(|(s, c)| (s.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
             "versions": self.versions,
             "latencyMs": {
+                "min": millis(self.latencies.first().copied()),
                 "p50": millis(self.percentile(0.5)),
                 "p99": millis(self.percentile(0.99)),
                 "max": millis(self.latencies.last().copied()),

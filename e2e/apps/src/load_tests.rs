@@ -92,6 +92,7 @@ fn reports_count_statuses_versions_and_errors() {
     assert_eq!(json["versions"]["v2"], 1);
     assert_eq!(json["transportErrors"], 1);
     assert_eq!(json["latencyMs"]["max"], 4.0);
+    assert_eq!(json["latencyMs"]["min"], 1.0);
 
     let table = report.render();
     assert!(table.contains("transport errors 1"), "{table}");

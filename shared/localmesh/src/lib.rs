@@ -60,6 +60,12 @@ pub struct MeshOptions {
     pub trust_domain: String,
     /// `RUST_LOG` for the processes the runtime starts.
     pub log_level: String,
+    /// Where waypoints export request spans (OTLP/gRPC, e.g. `http://10.0.0.1:4317`); none
+    /// by default.
+    pub waypoint_otlp_endpoint: Option<String>,
+    /// The share (0 to 1) of traces waypoints sample when the caller sent no decision; the
+    /// waypoint's own default when unset.
+    pub waypoint_trace_sampling: Option<f64>,
 }
 
 /// A mesh running on this machine.
@@ -198,6 +204,8 @@ impl MeshOptions {
             bin_dir: bin_dir.into(),
             trust_domain: "cluster.local".to_owned(),
             log_level: "info".to_owned(),
+            waypoint_otlp_endpoint: None,
+            waypoint_trace_sampling: None,
         }
     }
 }
@@ -746,6 +754,12 @@ impl LocalMesh {
             .arg(format!("{}/{}", slot.0, slot.1))
             .arg("--identity")
             .arg(identity);
+        if let Some(endpoint) = &self.options.waypoint_otlp_endpoint {
+            command.arg("--otlp-endpoint").arg(endpoint);
+        }
+        if let Some(ratio) = self.options.waypoint_trace_sampling {
+            command.arg("--trace-sampling").arg(ratio.to_string());
+        }
         let child = self.spawn(command, &log, "waypoint")?;
         world.waypoints.insert(slot, Some(child));
         Ok(())

@@ -79,9 +79,13 @@ pub(crate) fn node_underlay_ip(index: u8) -> Ipv4Addr {
     Ipv4Addr::new(172, 18, 0, index.saturating_add(1))
 }
 
+/// The underlay bridge's own address, the same in every cluster (each has its own underlay
+/// netns); public so a service started in the underlay can be named before the cluster exists.
+pub const UNDERLAY_GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 1);
+
 /// The underlay bridge's own address.
 pub(crate) fn underlay_gateway() -> Ipv4Addr {
-    Ipv4Addr::new(172, 18, 0, 1)
+    UNDERLAY_GATEWAY
 }
 
 const fn mask(prefix_len: u8) -> u32 {

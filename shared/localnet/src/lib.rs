@@ -62,7 +62,7 @@ mod state;
 
 use std::path::{Path, PathBuf};
 
-pub use addr::Ipv4Cidr;
+pub use addr::{Ipv4Cidr, UNDERLAY_GATEWAY};
 pub use cluster::{Cluster, ClusterOptions, Node, Pod};
 pub use error::{Error, Result};
 pub use netns::{NETNS_DIR, Netns};
