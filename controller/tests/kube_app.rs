@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::{ConfigClient, ConfigClientOptions, ConfigView, ScopeKey};
+use ambit_api::{ConfigClient, ConfigClientOptions, ConfigView, GrpcIssuer, ScopeKey};
 use ambit_controller::Snapshot;
 use ambit_controller::app::{Args, run_with_client};
 use ambit_controller::kube::{
@@ -23,6 +23,7 @@ use ambit_controller::kube::{
 use ambit_controller::objects::{Resource, Resources};
 use ambit_controller::pipeline::Translation;
 use ambit_controller::translate::{TranslateOptions, translate};
+use ambit_identity::{IssueError, SpiffeId, WorkloadKey};
 use ambit_runtime::{DrainTrigger, Shutdown};
 use clap::Parser;
 use http::{Method, StatusCode};
@@ -302,6 +303,91 @@ async fn a_hanging_api_server_does_not_hold_up_config_pushes() {
     .await;
     // Still the one hanging apply: nothing else was sent meanwhile, nothing was lost.
     assert_eq!(api.log().into_iter().filter(is_apply).count(), 1);
+    controller.stop().await;
+    api.assert_all_permitted();
+}
+
+const ZTUNNEL_TOKEN: &str = "projected-token-of-ztunnel-abc";
+const ZTUNNEL_POD: &str = "/api/v1/namespaces/ambit-system/pods/ztunnel-abc";
+const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/// The API server's answer to a TokenReview: ztunnel's pod-bound token is valid for `ambit`,
+/// anything else is not.
+fn token_review(recorded: &Recorded) -> Reply {
+    let valid = recorded.body["spec"]["token"] == ZTUNNEL_TOKEN;
+    let mut review = recorded.body.clone();
+    review["status"] = if valid {
+        json!({
+            "authenticated": true,
+            "audiences": ["ambit"],
+            "user": {
+                "username": "system:serviceaccount:ambit-system:ztunnel",
+                "extra": {
+                    "authentication.kubernetes.io/pod-name": ["ztunnel-abc"],
+                    "authentication.kubernetes.io/pod-uid": ["uid-ztunnel-abc"],
+                },
+            },
+        })
+    } else {
+        json!({"authenticated": false, "error": "invalid bearer token"})
+    };
+    Reply::Json(StatusCode::CREATED, review)
+}
+
+fn ztunnel_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "ztunnel-abc", "namespace": "ambit-system", "uid": "uid-ztunnel-abc"},
+        "spec": {"nodeName": "node-a", "serviceAccountName": "ztunnel",
+                 "containers": [{"name": "ztunnel", "image": "ztunnel:1"}]},
+    })
+}
+
+async fn ask_ca(grpc: SocketAddr, token: &str, service_account: &str) -> Result<(), IssueError> {
+    let issuer = GrpcIssuer::new(format!("http://{grpc}").parse().unwrap(), token).unwrap();
+    let identity = SpiffeId::new("cluster.local", "shop", service_account).unwrap();
+    let key = WorkloadKey::generate().unwrap();
+    let csr = key.csr_der(&identity).unwrap();
+    tokio::time::timeout(WAIT, issuer.create_certificate(&identity, &csr))
+        .await
+        .expect("the CA did not answer")
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ztunnel_gets_by_token_review_the_identities_of_the_pods_on_its_node() {
+    let (client, api) =
+        MockApi::start(|recorded| match (recorded.verb(), recorded.path.as_str()) {
+            (Verb::Post, TOKEN_REVIEWS) => token_review(recorded),
+            (Verb::Get, ZTUNNEL_POD) => Reply::Json(StatusCode::OK, ztunnel_pod()),
+            _ => cluster(recorded),
+        });
+    let controller = Running::start(client, &["--ztunnel-namespace=ambit-system"]).await;
+    // The CA's view comes from the same snapshots as the config: wait until it is published.
+    let ztunnel = controller.node_client("node-a");
+    wait_view(&ztunnel, "the workloads", |view| {
+        view.workloads().count() == 2
+    })
+    .await;
+
+    // web-1 (ServiceAccount web) runs on node-a; db-1 (db) on node-b.
+    ask_ca(controller.grpc, ZTUNNEL_TOKEN, "web").await.unwrap();
+    let denied = ask_ca(controller.grpc, ZTUNNEL_TOKEN, "db")
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("PermissionDenied"), "{denied}");
+    let unknown = ask_ca(controller.grpc, "someone-elses-token", "web")
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("Unauthenticated"), "{unknown}");
+
+    let reviews: Vec<Recorded> = api
+        .log()
+        .into_iter()
+        .filter(|r| r.path == TOKEN_REVIEWS)
+        .collect();
+    assert_eq!(reviews.len(), 3);
+    assert_eq!(reviews[0].body["spec"]["audiences"], json!(["ambit"]));
     controller.stop().await;
     api.assert_all_permitted();
 }
