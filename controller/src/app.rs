@@ -409,3 +409,60 @@ fn write_ready_file(path: &Path, bound: &BoundAddresses) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ztunnel_namespace_is_the_flag_else_the_pods_else_the_default() {
+        assert_eq!(ztunnel_namespace(Some("mesh"), Some("ambit")), "mesh");
+        assert_eq!(ztunnel_namespace(None, Some("ambit")), "ambit");
+        assert_eq!(ztunnel_namespace(None, Some("")), DEFAULT_ZTUNNEL_NAMESPACE);
+        assert_eq!(ztunnel_namespace(None, None), DEFAULT_ZTUNNEL_NAMESPACE);
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from([&["ambit-controller"], argv].concat())
+    }
+
+    #[test]
+    fn exactly_one_mode_is_required() {
+        assert!(parse(&["--kube"]).unwrap().kube);
+        assert!(parse(&["--config-dir=/c", "--node-tokens=/t"]).is_ok());
+        for (argv, expected) in [
+            (&[][..], "--config-dir"),
+            (&[][..], "--kube"),
+            (&["--kube", "--config-dir=/c"][..], "cannot be used with"),
+            // Bootstrap tokens are local mode's; Kubernetes mode uses TokenReview.
+            (&["--kube", "--node-tokens=/t"][..], "--node-tokens"),
+        ] {
+            let error = parse(argv).unwrap_err().to_string();
+            assert!(error.contains(expected), "{argv:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_flags_default_to_the_charts_and_are_refused_in_local_mode() {
+        let args = parse(&["--kube"]).unwrap();
+        assert_eq!(args.token_audiences, ["ambit"]);
+        assert_eq!(args.ztunnel_service_account, "ztunnel");
+        assert_eq!(args.ztunnel_namespace, None);
+        let args = parse(&["--kube", "--token-audience=a", "--token-audience=b"]).unwrap();
+        assert_eq!(args.token_audiences, ["a", "b"]);
+        for kube_only in [
+            "--waypoint-template-dir=/t",
+            "--ztunnel-namespace=x",
+            "--ztunnel-service-account=x",
+            "--token-audience=x",
+        ] {
+            let error = parse(&["--config-dir=/c", kube_only])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("cannot be used with"),
+                "{kube_only}: {error}"
+            );
+        }
+    }
+}

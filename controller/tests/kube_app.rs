@@ -393,56 +393,6 @@ async fn ztunnel_gets_by_token_review_the_identities_of_the_pods_on_its_node() {
 }
 
 #[tokio::test]
-async fn flags_for_kubernetes_mode_are_checked() {
-    let parse = |extra: &[&str]| {
-        let mut argv = vec!["ambit-controller"];
-        argv.extend_from_slice(extra);
-        Args::try_parse_from(argv)
-    };
-    let args = parse(&["--kube"]).unwrap();
-    assert_eq!(args.token_audiences, ["ambit"]);
-    assert_eq!(args.ztunnel_service_account, "ztunnel");
-    assert!(args.ztunnel_namespace.is_none());
-    let args = parse(&[
-        "--kube",
-        "--token-audience=a",
-        "--token-audience=b",
-        "--ztunnel-namespace=mesh",
-    ])
-    .unwrap();
-    assert_eq!(args.token_audiences, ["a", "b"]);
-
-    let neither = parse(&[]).unwrap_err().to_string();
-    assert!(
-        neither.contains("--config-dir") && neither.contains("--kube"),
-        "{neither}"
-    );
-    let both = parse(&["--kube", "--config-dir=/tmp"])
-        .unwrap_err()
-        .to_string();
-    assert!(both.contains("cannot be used with"), "{both}");
-    // Local-mode tokens make no sense with TokenReview, nor kube-only flags in local mode.
-    let tokens = parse(&["--kube", "--node-tokens=/t"])
-        .unwrap_err()
-        .to_string();
-    assert!(tokens.contains("--node-tokens"), "{tokens}");
-    for kube_only in [
-        "--waypoint-template-dir=/t",
-        "--ztunnel-namespace=x",
-        "--ztunnel-service-account=x",
-        "--token-audience=x",
-    ] {
-        let error = parse(&["--config-dir=/tmp", kube_only])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("cannot be used with"),
-            "{kube_only}: {error}"
-        );
-    }
-}
-
-#[tokio::test]
 async fn a_broken_template_stops_the_start_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     for file in ["serviceaccount.yaml", "deployment.yaml", "service.yaml"] {
