@@ -534,3 +534,12 @@ async fn a_failed_sync_is_retried_without_a_new_translation() {
     shutdown.trigger().start();
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn an_https_client_builds_with_the_workspace_tls_provider() {
+    // kube builds its rustls config with the process-wide provider, which rustls only picks
+    // by itself while a single provider is compiled in (ring, here). If another one joined
+    // the build, `run` would fail to make its client in a cluster; this fails first.
+    let config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+    kube::Client::try_from(config).unwrap();
+}
