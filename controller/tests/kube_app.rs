@@ -13,18 +13,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::{ConfigClient, ConfigClientOptions, ConfigView, GrpcIssuer, ScopeKey};
+use ambit_api::{
+    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView, GrpcIssuer,
+    ScopeKey,
+};
 use ambit_controller::Snapshot;
 use ambit_controller::app::{Args, run_with_client};
 use ambit_controller::kube::{
     DEFAULT_CONTROLLER_NAME, KubeWriters, OPTIONAL_WAYPOINT_PERMISSIONS, StatusWriter,
     WaypointDeployer, WaypointSettings,
 };
+use ambit_controller::metrics::ControllerMetrics;
 use ambit_controller::objects::{Resource, Resources};
 use ambit_controller::pipeline::Translation;
 use ambit_controller::translate::{TranslateOptions, translate};
 use ambit_identity::{IssueError, SpiffeId, WorkloadKey};
 use ambit_runtime::{DrainTrigger, Shutdown};
+use ambit_telemetry::MetricsRegistry;
 use clap::Parser;
 use http::{Method, StatusCode};
 use kube_support::{MockApi, Recorded, Reply, Verb, WAIT, echo, event, fixture, list, status};
@@ -512,9 +517,15 @@ async fn a_failed_sync_is_retried_without_a_new_translation() {
             status(500, "InternalError", "etcd unavailable"),
         ),
     );
+    let metrics = ControllerMetrics::register(
+        &mut MetricsRegistry::new(),
+        &ConfigServer::new(ConfigServerOptions::default()),
+        None,
+    );
     let (translations, latest) = watch::channel(None);
     let shutdown = Shutdown::without_signals(Duration::from_secs(1));
-    let task = tokio::spawn(writers(client).run(latest, shutdown.watch()));
+    let writers = writers(client).with_metrics(metrics.clone());
+    let task = tokio::spawn(writers.run(latest, shutdown.watch()));
     translations.send_replace(Some(translation(&[gateway(1)])));
 
     let status = api.wait_for(1, |r| r.path == GATEWAY_STATUS).await;
@@ -531,8 +542,13 @@ async fn a_failed_sync_is_retried_without_a_new_translation() {
             GATEWAY_STATUS
         ]
     );
-    shutdown.trigger().start();
+    // Closing the channel ends the writers once the sync under way is done (a drain would
+    // cut it short, before it is counted).
+    drop(translations);
     tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    assert_eq!(metrics.kube_syncs.get(), 2);
+    assert_eq!(metrics.waypoint_deploy_errors.get(), 1);
+    assert_eq!(metrics.status_write_errors.get(), 0);
 }
 
 #[tokio::test]
