@@ -175,7 +175,6 @@ pub async fn run_with_client(
         authenticator,
         authorizer,
         writers,
-        pipeline_debounce,
     } = mode;
 
     let loaded = load_or_generate(
@@ -232,7 +231,9 @@ pub async fn run_with_client(
     tokio::spawn(pipeline::run(
         source,
         pipeline,
-        pipeline_debounce,
+        // Both sources already wait for changes to settle; a second quiet period here would
+        // only add latency.
+        Duration::ZERO,
         Some(config_ready),
         shutdown.watch(),
     ));
@@ -280,8 +281,6 @@ struct Mode {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     writers: Option<KubeWriters>,
-    /// The pipeline's own quiet period after a change (on top of the source's).
-    pipeline_debounce: Duration,
 }
 
 /// The source of either mode.
@@ -324,7 +323,6 @@ fn local_mode(
         authenticator: static_tokens,
         authorizer,
         writers: None,
-        pipeline_debounce: debounce,
     })
 }
 
@@ -381,8 +379,6 @@ fn kube_mode(
         authenticator: Arc::new(TokenReviewAuthenticator::new(client, settings)),
         authorizer: Arc::new(identities),
         writers: Some(writers),
-        // The source already waits for changes to settle.
-        pipeline_debounce: Duration::ZERO,
     })
 }
 

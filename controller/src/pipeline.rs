@@ -41,6 +41,9 @@ pub struct Pipeline {
     nodes: BTreeSet<String>,
     /// Waypoint scopes published last round (a waypoint that disappears gets an empty one).
     waypoints: BTreeSet<ScopeKey>,
+    /// The last build's encodings: unchanged resources keep their bytes, which makes
+    /// comparing scopes cheap.
+    payloads: scopes::Payloads,
     /// Problems of the last round, to log and count only new ones.
     problems: HashSet<String>,
     config: Option<Arc<MeshConfig>>,
@@ -87,6 +90,7 @@ impl Pipeline {
             hosted: HostedIndex::default(),
             nodes: BTreeSet::new(),
             waypoints: BTreeSet::new(),
+            payloads: scopes::Payloads::default(),
             problems: HashSet::new(),
             config: None,
             translations: None,
@@ -163,7 +167,7 @@ impl Pipeline {
         let (config, errors) = translate::translate(&snapshot.resources, &self.options);
         self.report_problems(snapshot, &errors);
         self.nodes.extend(scopes::nodes_of(&config));
-        let built = match scopes::build(&config, &self.nodes) {
+        let built = match scopes::build_with(&config, &self.nodes, &mut self.payloads) {
             Ok(built) => built,
             Err(err) => {
                 // Only an encoding bug gets here; proxies keep the previous config.

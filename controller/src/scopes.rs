@@ -21,24 +21,69 @@ pub type Scopes = BTreeMap<ScopeKey, Snapshot>;
 /// Builds the node scope of every node in `nodes` and the waypoint scope of every usable
 /// waypoint. Nodes without workloads still get the shared part (services, destinations).
 pub fn build(config: &MeshConfig, nodes: &BTreeSet<String>) -> Result<Scopes, ResourceError> {
+    build_with(config, nodes, &mut Payloads::default())
+}
+
+/// The encodings of the last build, so that an unchanged resource keeps the very same bytes
+/// from one build to the next. Comparing two snapshots (has a scope changed? what does a
+/// client need?) then finds unchanged resources by pointer instead of comparing every
+/// payload of every node scope: with every workload in every node scope, that comparison
+/// grows with pods × nodes.
+#[derive(Debug, Default)]
+pub struct Payloads {
+    by_key: HashMap<ResourceKey, Bytes>,
+}
+
+impl Payloads {
+    /// The encoding of `resource`: the previous build's bytes if they are equal.
+    fn encode(
+        &mut self,
+        next: &mut HashMap<ResourceKey, Bytes>,
+        resource: MeshResource,
+    ) -> Result<(ResourceKey, Bytes), ResourceError> {
+        let key = resource.key();
+        let fresh = resource.encode()?;
+        let payload = match self.by_key.remove(&key) {
+            Some(previous) if previous == fresh => previous,
+            _ => fresh,
+        };
+        next.insert(key.clone(), payload.clone());
+        Ok((key, payload))
+    }
+}
+
+/// Like [`build`], reusing the bytes of unchanged resources from the previous call with the
+/// same `payloads` (and remembering this build's for the next one).
+pub fn build_with(
+    config: &MeshConfig,
+    nodes: &BTreeSet<String>,
+    payloads: &mut Payloads,
+) -> Result<Scopes, ResourceError> {
+    let mut next = HashMap::new();
     let mut shared = Snapshot::new();
-    for workload in &config.workloads {
-        shared.insert(&MeshResource::from(workload.clone()))?;
-    }
-    for service in &config.services {
-        shared.insert(&MeshResource::from(service.clone()))?;
-    }
-    for peer in &config.peer_authentications {
-        shared.insert(&MeshResource::from(peer.clone()))?;
+    let common = config
+        .workloads
+        .iter()
+        .cloned()
+        .map(MeshResource::from)
+        .chain(config.services.iter().cloned().map(MeshResource::from))
+        .chain(
+            config
+                .peer_authentications
+                .iter()
+                .cloned()
+                .map(MeshResource::from),
+        );
+    for resource in common {
+        let (key, payload) = payloads.encode(&mut next, resource)?;
+        shared.insert_encoded(key, payload)?;
     }
     let encoded = config
         .authorization_policies
         .iter()
-        .map(|p| {
-            let resource = MeshResource::from(p.clone());
-            Ok((resource.key(), resource.encode()?))
-        })
+        .map(|p| payloads.encode(&mut next, MeshResource::from(p.clone())))
         .collect::<Result<Vec<(ResourceKey, Bytes)>, ResourceError>>()?;
+    payloads.by_key = next;
     let mut policies_by_node: HashMap<&str, Vec<usize>> = HashMap::new();
     for (policy, node) in policy_nodes(config) {
         policies_by_node.entry(node).or_default().push(policy);
@@ -150,4 +195,64 @@ fn waypoint_snapshot(scope: &MeshConfig) -> Result<Snapshot, ResourceError> {
         )
         .collect::<Vec<_>>();
     Snapshot::from_resources(&resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::local::{collect, parse_file};
+    use crate::translate::{TranslateOptions, translate};
+
+    fn config(version: &str) -> MeshConfig {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{istio.io/dataplane-mode: ambient}}}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: a, namespace: shop, labels: {{app: a, version: {version}}}}}\n\
+             spec: {{nodeName: n1, containers: []}}\nstatus: {{phase: Running, podIP: 10.0.0.1}}\n---\n\
+             apiVersion: v1\nkind: Pod\nmetadata: {{name: b, namespace: shop, labels: {{app: b}}}}\n\
+             spec: {{nodeName: n2, containers: []}}\nstatus: {{phase: Running, podIP: 10.0.0.2}}\n"
+        );
+        let (located, errors) = parse_file(Path::new("t.yaml"), &yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (resources, errors) = collect(located);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (config, errors) = translate(&resources, &TranslateOptions::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        config
+    }
+
+    fn pointers(payloads: &Payloads) -> BTreeMap<String, usize> {
+        payloads
+            .by_key
+            .iter()
+            .map(|(key, bytes)| (key.to_string(), bytes.as_ptr() as usize))
+            .collect()
+    }
+
+    #[test]
+    fn an_unchanged_resource_keeps_its_bytes_from_one_build_to_the_next() {
+        let nodes = BTreeSet::from(["n1".to_owned(), "n2".to_owned()]);
+        let mut payloads = Payloads::default();
+        let first = build_with(&config("v1"), &nodes, &mut payloads).unwrap();
+        let before = pointers(&payloads);
+        assert_eq!(before.len(), 2, "{before:?}");
+
+        let same = build_with(&config("v1"), &nodes, &mut payloads).unwrap();
+        assert_eq!(pointers(&payloads), before);
+        assert_eq!(same, first);
+
+        let changed = build_with(&config("v2"), &nodes, &mut payloads).unwrap();
+        let after = pointers(&payloads);
+        let moved: Vec<&String> = after
+            .iter()
+            .filter(|(key, pointer)| before.get(*key) != Some(pointer))
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(moved.len(), 1, "only pod a was re-encoded: {moved:?}");
+        assert!(moved[0].ends_with("shop/a"), "{moved:?}");
+        assert_ne!(changed, first);
+        // A fresh build (no reuse) is equal in content to the reusing one.
+        assert_eq!(build(&config("v2"), &nodes).unwrap(), changed);
+    }
 }

@@ -148,21 +148,12 @@ async fn a_waypoint_gateway_gets_its_objects_then_its_status() {
         gateway["status"]["addresses"],
         json!([{"type": "IPAddress", "value": CLUSTER_IP}])
     );
-    let conditions: Vec<(&str, &str, i64)> = gateway["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap(),
-                c["status"].as_str().unwrap(),
-                c["observedGeneration"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let conditions = kube_support::condition_summary(&gateway["status"]["conditions"]);
     assert_eq!(
         conditions,
         [("Accepted", "True", 1), ("Programmed", "True", 1)]
+            .map(|(t, s, g)| (t.to_owned(), s.to_owned(), g))
+            .to_vec()
     );
     api.assert_all_permitted();
 }

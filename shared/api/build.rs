@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Payloads are built once per publish and shared by every client's update; as
+        // `Bytes` they are referenced, not copied, into each message.
+        .bytes(".ambit.v1.Resource.payload")
         .compile_fds(descriptors)?;
     Ok(())
 }

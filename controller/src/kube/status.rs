@@ -14,14 +14,14 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::FIELD_MANAGER;
 use super::convert::{KindApi, WATCHED_KINDS};
-use crate::objects::{Kind, ResourceKey, Resources, UntranslatedObject};
+use crate::objects::{Kind, Resource, ResourceKey, Resources};
 use crate::translate::{MeshConfig, TranslateError};
 
 /// The Service condition type for waypoint binding (Istio's).
@@ -309,23 +309,37 @@ pub fn service_statuses(
 
 /// The parent statuses of every HTTPRoute and GRPCRoute.
 pub fn route_statuses(resources: &Resources, config: &MeshConfig) -> Vec<RouteStatus> {
-    resources
+    // HTTPRoutes are typed (the translation reads them); GRPCRoutes are still kept as
+    // written. Both are judged on the same JSON shape of their spec.
+    let typed = resources.iter().filter_map(|resource| match resource {
+        // The typed spec serializes back to the fields it was read from (absent options are
+        // skipped), so parentRefs are reported exactly as the user wrote them.
+        Resource::HttpRoute(route) => serde_json::to_value(&route.spec)
+            .ok()
+            .map(|spec| (Kind::HttpRoute, &route.metadata, spec)),
+        _ => None,
+    });
+    let untranslated = resources
         .untranslated()
         .filter(|(kind, _)| matches!(kind, Kind::HttpRoute | Kind::GrpcRoute))
-        .map(|(kind, route)| route_status(kind, route, resources, config))
+        .map(|(kind, route)| (kind, &route.metadata, route.spec.clone()));
+    typed
+        .chain(untranslated)
+        .map(|(kind, metadata, spec)| route_status(kind, metadata, &spec, resources, config))
         .collect()
 }
 
 fn route_status(
     kind: Kind,
-    route: &UntranslatedObject,
+    metadata: &ObjectMeta,
+    spec: &Value,
     resources: &Resources,
     config: &MeshConfig,
 ) -> RouteStatus {
-    let namespace = route.metadata.namespace.clone().unwrap_or_default();
-    let name = route.metadata.name.clone().unwrap_or_default();
-    let resolved = resolved_refs(route, &namespace, resources);
-    let parents = route.spec["parentRefs"]
+    let namespace = metadata.namespace.clone().unwrap_or_default();
+    let name = metadata.name.clone().unwrap_or_default();
+    let resolved = resolved_refs(spec, &namespace, resources);
+    let parents = spec["parentRefs"]
         .as_array()
         .into_iter()
         .flatten()
@@ -341,7 +355,7 @@ fn route_status(
         kind,
         namespace,
         name,
-        generation: route.metadata.generation.unwrap_or_default(),
+        generation: metadata.generation.unwrap_or_default(),
         parents,
     }
 }
@@ -410,12 +424,8 @@ fn accepted(
 }
 
 /// ResolvedRefs over every backendRef of every rule.
-fn resolved_refs(
-    route: &UntranslatedObject,
-    route_namespace: &str,
-    resources: &Resources,
-) -> Condition {
-    let rules = route.spec["rules"].as_array().into_iter().flatten();
+fn resolved_refs(spec: &Value, route_namespace: &str, resources: &Resources) -> Condition {
+    let rules = spec["rules"].as_array().into_iter().flatten();
     for (rule_index, rule) in rules.enumerate() {
         let backends = rule["backendRefs"].as_array().into_iter().flatten();
         for (backend_index, backend) in backends.enumerate() {

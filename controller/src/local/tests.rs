@@ -169,3 +169,43 @@ fn missing_folder_is_an_io_error() {
     assert!(snapshot.resources.is_empty());
     assert!(snapshot.errors[0].is_io());
 }
+
+#[test]
+fn a_reread_parses_only_changed_files_and_forgets_deleted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = |name: &str| GOOD_POD.replace("ok", name);
+    std::fs::write(dir.path().join("a.yaml"), pod("a")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), pod("b")).unwrap();
+    let mut parsed = ParsedFiles::default();
+    let names = |snapshot: &Snapshot| -> Vec<String> {
+        snapshot
+            .resources
+            .iter()
+            .map(|r| r.key().to_string())
+            .collect()
+    };
+
+    let first = load_dir_with(dir.path(), &mut parsed);
+    assert_eq!(names(&first), ["Pod default/a", "Pod default/b"]);
+    assert_eq!(parsed.parses(), 2);
+
+    // Same length, new content: found by content, not by size or mtime.
+    std::fs::write(dir.path().join("b.yaml"), pod("c")).unwrap();
+    let second = load_dir_with(dir.path(), &mut parsed);
+    assert_eq!(names(&second), ["Pod default/a", "Pod default/c"]);
+    assert_eq!(parsed.parses(), 3, "only b.yaml is parsed again");
+
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    let third = load_dir_with(dir.path(), &mut parsed);
+    assert_eq!(names(&third), ["Pod default/c"]);
+    assert_eq!(parsed.parses(), 3);
+
+    // A cached file's errors are reported on every reread, like a fresh read would.
+    std::fs::write(dir.path().join("bad.yaml"), "kind: [").unwrap();
+    for expected_parses in [4, 4] {
+        let snapshot = load_dir_with(dir.path(), &mut parsed);
+        assert_eq!(snapshot.errors.len(), 1, "{:?}", snapshot.errors);
+        assert_eq!(parsed.parses(), expected_parses);
+    }
+    assert_eq!(load_dir(dir.path()), load_dir_with(dir.path(), &mut parsed));
+}

@@ -1,14 +1,16 @@
-//! [`FolderSource`]: the folder watched with `notify`, debounced, reread whole on each change.
+//! [`FolderSource`]: the folder watched with `notify`, debounced, reread whole on each change
+//! (parsing again only the files whose text changed).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use tokio::sync::mpsc;
 
-use super::load_dir;
+use super::{ParsedFiles, load_dir_with};
 use crate::source::{Snapshot, Source};
 
 /// The folder could not be watched.
@@ -27,6 +29,8 @@ pub struct FolderSource {
     dir: PathBuf,
     changes: mpsc::Receiver<()>,
     started: bool,
+    /// Parses of the files as last read; a reread parses only files that changed.
+    parsed: Arc<Mutex<ParsedFiles>>,
     // Dropping it stops the watch.
     _debouncer: Debouncer<RecommendedWatcher>,
 }
@@ -57,6 +61,7 @@ impl FolderSource {
             dir,
             changes,
             started: false,
+            parsed: Arc::new(Mutex::new(ParsedFiles::default())),
             _debouncer: debouncer,
         })
     }
@@ -76,9 +81,19 @@ impl Source for FolderSource {
         }
         self.started = true;
         let dir = self.dir.clone();
-        let snapshot = tokio::task::spawn_blocking(move || load_dir(&dir))
-            .await
-            .ok()?;
+        let parsed = self.parsed.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            // Only this source locks it, one reread at a time; a poisoned lock only means an
+            // earlier reread panicked, and starting from no cache is always correct.
+            let mut parsed = parsed.lock().unwrap_or_else(|poisoned| {
+                let mut guard = poisoned.into_inner();
+                *guard = ParsedFiles::default();
+                guard
+            });
+            load_dir_with(&dir, &mut parsed)
+        })
+        .await
+        .ok()?;
         tracing::debug!(
             dir = %self.dir.display(),
             objects = snapshot.resources.len(),

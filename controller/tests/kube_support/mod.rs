@@ -337,3 +337,21 @@ pub fn fixture(name: &str) -> Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{path:?}: {err}"));
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("{path:?}: {err}"))
 }
+
+/// `(type, status, observedGeneration)` of each condition in a written status.
+pub fn condition_summary(conditions: &Value) -> Vec<(String, String, i64)> {
+    conditions
+        .as_array()
+        .expect("conditions is a list")
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().expect("type").to_owned(),
+                c["status"].as_str().expect("status").to_owned(),
+                c["observedGeneration"]
+                    .as_i64()
+                    .expect("observedGeneration"),
+            )
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@
 //! decoded [`MeshResource`] is always valid.
 
 use std::fmt;
+use std::sync::Arc;
 
 use ambit_model::{
     AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, PeerAuthentication,
@@ -45,10 +46,11 @@ pub enum ResourceKind {
 pub struct ResourceKey {
     /// The model type.
     pub kind: ResourceKind,
-    /// The object's namespace.
-    pub namespace: String,
+    /// The object's namespace. Shared, not owned: every node scope holds a key per
+    /// resource, and cloning those keys dominated building the scopes of a big cluster.
+    pub namespace: Arc<str>,
     /// The object's name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 /// One validated model object.
@@ -130,7 +132,11 @@ impl fmt::Display for ResourceKind {
 
 impl ResourceKey {
     /// A key for `kind` `namespace/name`.
-    pub fn new(kind: ResourceKind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        kind: ResourceKind,
+        namespace: impl Into<Arc<str>>,
+        name: impl Into<Arc<str>>,
+    ) -> Self {
         Self {
             kind,
             namespace: namespace.into(),
@@ -141,8 +147,8 @@ impl ResourceKey {
     pub(crate) fn to_proto(&self) -> proto::ResourceKey {
         proto::ResourceKey {
             kind: self.kind.as_str().to_owned(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
         }
     }
 
@@ -151,7 +157,7 @@ impl ResourceKey {
             what: format!("{} {}/{}", key.kind, key.namespace, key.name),
             reason: format!("unknown resource kind {:?}", key.kind),
         })?;
-        Ok(Self::new(kind, &key.namespace, &key.name))
+        Ok(Self::new(kind, key.namespace.as_str(), key.name.as_str()))
     }
 }
 

@@ -10,9 +10,28 @@ use crate::resource::{MeshResource, ResourceError, ResourceKey};
 
 /// Everything one scope holds, encoded once. The controller builds one per scope and publishes
 /// it; the server diffs snapshots to push only what changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     resources: BTreeMap<ResourceKey, Bytes>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.resources.len() == other.resources.len()
+            && self.resources.iter().zip(&other.resources).all(
+                |((key, payload), (other_key, other_payload))| {
+                    key == other_key && same_payload(payload, other_payload)
+                },
+            )
+    }
+}
+
+impl Eq for Snapshot {}
+
+/// Equal payloads; the same bytes (a publisher that reuses the encoding of an unchanged
+/// resource, as the controller does) are found equal without reading them.
+fn same_payload(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
 }
 
 /// What turns one snapshot into another.
@@ -84,6 +103,15 @@ impl Snapshot {
         self.resources.is_empty()
     }
 
+    /// The encoded size of every resource together: what a full sync of this snapshot puts
+    /// on the wire, framing aside.
+    pub fn payload_bytes(&self) -> usize {
+        self.resources
+            .iter()
+            .map(|(key, payload)| key.to_string().len() + payload.len())
+            .sum()
+    }
+
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &ResourceKey> {
         self.resources.keys()
@@ -105,7 +133,11 @@ impl Snapshot {
     pub(crate) fn diff(&self, next: &Snapshot) -> Diff {
         let mut diff = Diff::default();
         for (key, payload) in &next.resources {
-            if self.resources.get(key) != Some(payload) {
+            if !self
+                .resources
+                .get(key)
+                .is_some_and(|held| same_payload(held, payload))
+            {
                 diff.upserts.push((key.clone(), payload.clone()));
             }
         }
@@ -139,7 +171,7 @@ impl Diff {
                 .into_iter()
                 .map(|(key, payload)| proto::Resource {
                     key: Some(key.to_proto()),
-                    payload: payload.to_vec(),
+                    payload,
                 })
                 .collect(),
             removals: self.removals.iter().map(ResourceKey::to_proto).collect(),
@@ -171,7 +203,7 @@ mod tests {
         let old = snapshot(&[("a", "1"), ("b", "1"), ("c", "1")]);
         let new = snapshot(&[("a", "1"), ("b", "2"), ("d", "1")]);
         let diff = old.diff(&new);
-        let upserted: Vec<_> = diff.upserts.iter().map(|(k, _)| k.name.as_str()).collect();
+        let upserted: Vec<_> = diff.upserts.iter().map(|(k, _)| &*k.name).collect();
         assert_eq!(upserted, ["b", "d"]);
         assert_eq!(diff.removals, [key("c")]);
         assert!(new.diff(&new).is_empty());

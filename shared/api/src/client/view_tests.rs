@@ -29,7 +29,7 @@ fn service(name: &str) -> MeshResource {
 fn upsert(resource: &MeshResource) -> proto::Resource {
     proto::Resource {
         key: Some(resource.key().to_proto()),
-        payload: resource.encode().unwrap().to_vec(),
+        payload: resource.encode().unwrap(),
     }
 }
 
@@ -82,7 +82,7 @@ fn invalid_payload_rejects_whole_update() {
     let mut bad = update(2, false, &[workload("a")]);
     bad.upserts.push(proto::Resource {
         key: Some(ResourceKey::new(ResourceKind::Service, "shop", "BAD").to_proto()),
-        payload: br#"{"name":"BAD","namespace":"shop"}"#.to_vec(),
+        payload: br#"{"name":"BAD","namespace":"shop"}"#.to_vec().into(),
     });
     let err = ConfigView::default().apply(&bad, false).unwrap_err();
     assert!(err.detail().contains("Service shop/BAD"), "{err}");
@@ -103,7 +103,7 @@ fn key_must_match_payload_and_kind_must_be_known() {
             namespace: "shop".to_owned(),
             name: "x".to_owned(),
         }),
-        payload: b"{}".to_vec(),
+        payload: b"{}".to_vec().into(),
     });
     let err = ConfigView::default().apply(&unknown, true).unwrap_err();
     assert!(err.detail().contains("unknown resource kind"), "{err}");
