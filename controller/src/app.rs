@@ -1,35 +1,64 @@
 //! The `ambit-controller` process: flags, wiring of source → pipeline → gRPC (config and CA),
 //! metrics and readiness servers, graceful shutdown.
+//!
+//! Two modes, chosen by flag:
+//! - **local** (`--config-dir DIR`): a watched folder of YAML; CA callers present bootstrap
+//!   tokens from `--node-tokens`.
+//! - **Kubernetes** (`--kube`): the API server (in-cluster config, else kubeconfig) through
+//!   [`KubeSource`]; CA callers present projected ServiceAccount tokens checked by TokenReview,
+//!   and may get the identities of the pods on their node ([`PodIdentities`]). After each
+//!   translation, waypoints are deployed and statuses written in a background task
+//!   ([`KubeWriters`]) that never holds up config pushes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::server::StaticTokens;
+use ambit_api::server::{Authenticator, Authorizer, StaticTokens};
 use ambit_api::{CaServer, ConfigServer, ConfigServerOptions};
 use ambit_identity::{CaOptions, DEFAULT_TRUST_DOMAIN};
 use ambit_runtime::{ControlRuntime, Ready, Shutdown, serve_metrics, serve_readiness};
 use ambit_telemetry::MetricsRegistry;
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{ArgGroup, Parser};
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::ca::{CaOrigin, load_or_generate};
+use crate::kube::{
+    AuthSettings, DEFAULT_CONTROLLER_NAME, KubeSource, KubeSourceConfig, KubeWriters,
+    PodIdentities, StatusWriter, TokenReviewAuthenticator, TrackIdentities, WaypointDeployer,
+    WaypointSettings, WaypointTemplate,
+};
 use crate::local::FolderSource;
 use crate::metrics::ControllerMetrics;
 use crate::pipeline::{self, Pipeline};
+use crate::source::{Snapshot, Source};
 use crate::tokens::NodeTokens;
 use crate::translate::TranslateOptions;
+
+/// Where ztunnel runs when neither `--ztunnel-namespace` nor `$POD_NAMESPACE` says: the
+/// namespace the charts' install instructions use for both charts.
+pub const DEFAULT_ZTUNNEL_NAMESPACE: &str = "ambit-system";
+/// ztunnel's ServiceAccount in the ambit-ztunnel chart.
+pub const DEFAULT_ZTUNNEL_SERVICE_ACCOUNT: &str = "ztunnel";
+/// The audience of the projected tokens ztunnel and waypoints present (both charts' default).
+pub const DEFAULT_TOKEN_AUDIENCE: &str = "ambit";
 
 /// Ambit's control plane: translates Kubernetes objects into the mesh model, pushes each
 /// proxy its part over gRPC, and signs workload certificates.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ambit-controller", version)]
+#[command(group(ArgGroup::new("source").required(true).args(["config_dir", "kube"])))]
 pub struct Args {
     /// Local mode: a folder of Kubernetes YAML (multi-document files), watched for changes.
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
+    /// Kubernetes mode: watch the API server (in-cluster config, else kubeconfig), deploy
+    /// waypoints, write statuses, and authenticate CA callers by TokenReview.
+    #[arg(long)]
+    pub kube: bool,
     /// State folder: the CA root is generated here on first start (`ca/`) and reused after.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -40,8 +69,24 @@ pub struct Args {
     /// Local-mode bootstrap tokens: YAML `nodes: {node: token}` and
     /// `waypoints: {namespace/name: token}` (see the `tokens` module). Without it, the CA
     /// accepts no caller.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kube")]
     pub node_tokens: Option<PathBuf>,
+    /// Kubernetes mode: the waypoint object templates (`serviceaccount.yaml`,
+    /// `deployment.yaml`, `service.yaml`, optional `hpa.yaml` and `pdb.yaml`; see the
+    /// ambit-controller chart's ConfigMap). Without it, waypoints get built-in objects.
+    #[arg(long, conflicts_with = "config_dir")]
+    pub waypoint_template_dir: Option<PathBuf>,
+    /// Kubernetes mode: the namespace of ztunnel's ServiceAccount. Default: this pod's
+    /// namespace (`$POD_NAMESPACE`), else `ambit-system`.
+    #[arg(long, conflicts_with = "config_dir")]
+    pub ztunnel_namespace: Option<String>,
+    /// Kubernetes mode: ztunnel's ServiceAccount; its pods may get the identities of the pods
+    /// on their node.
+    #[arg(long, default_value = DEFAULT_ZTUNNEL_SERVICE_ACCOUNT, conflicts_with = "config_dir")]
+    pub ztunnel_service_account: String,
+    /// Kubernetes mode: an audience CA callers' tokens must be valid for (repeatable).
+    #[arg(long = "token-audience", default_value = DEFAULT_TOKEN_AUDIENCE, conflicts_with = "config_dir")]
+    pub token_audiences: Vec<String>,
     /// Config distribution and CA (gRPC), Istio's port.
     #[arg(long, default_value = "0.0.0.0:15012")]
     pub grpc_addr: SocketAddr,
@@ -83,27 +128,59 @@ pub struct BoundAddresses {
     pub readiness: SocketAddr,
 }
 
-/// Runs the controller until SIGTERM/SIGINT.
+/// Runs the controller until SIGTERM/SIGINT. In Kubernetes mode, connects to the API server
+/// with the in-cluster config, else the kubeconfig.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = Shutdown::new(Duration::from_secs(args.drain_seconds))
         .context("installing signal handlers")?;
-    // Kubernetes mode will be chosen here too, behind the same `Source` trait.
-    let Some(config_dir) = args.config_dir.clone() else {
-        bail!(
-            "no config source: pass --config-dir DIR (local mode); Kubernetes mode is not available yet"
-        );
+    let client = if args.kube {
+        let client = ::kube::Client::try_default().await.context(
+            "connecting to the Kubernetes API (in-cluster service account, else kubeconfig)",
+        )?;
+        Some(client)
+    } else {
+        None
     };
-    let debounce = Duration::from_millis(args.debounce_ms);
-    let source = FolderSource::new(&config_dir, debounce)
-        .with_context(|| format!("watching {}", config_dir.display()))?;
+    run_with_client(args, client, shutdown).await
+}
 
-    let tokens = match &args.node_tokens {
-        Some(path) => NodeTokens::load(path)?,
-        None => {
-            tracing::warn!("no --node-tokens: the CA will refuse every request");
-            NodeTokens::default()
-        }
+/// [`run`] with the Kubernetes client given (`None` in local mode) and the shutdown that ends
+/// it (tests use one without signal handlers and trigger it).
+pub async fn run_with_client(
+    args: Args,
+    client: Option<::kube::Client>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let options = TranslateOptions {
+        trust_domain: args.trust_domain.clone(),
+        root_namespace: args.root_namespace.clone(),
+        ..TranslateOptions::default()
     };
+    // No second quiet period per client: a translation publishes every scope at once, and a
+    // client with a push in flight gets the latest state only after its ACK, so bursts are
+    // coalesced there already; waiting here would only add latency to every change.
+    let config_server =
+        ConfigServer::new(ConfigServerOptions::default().with_debounce(Duration::ZERO));
+    let pipeline = Pipeline::new(config_server.clone(), options);
+    // Everything that depends on the mode, checked before the CA is touched or a port bound.
+    let mode = match (&args.config_dir, args.kube, client) {
+        (Some(_), true, _) => bail!("--config-dir and --kube exclude each other: choose one mode"),
+        (None, false, _) => bail!(
+            "no config source: pass --config-dir DIR (local mode) or --kube (Kubernetes mode)"
+        ),
+        (None, true, None) => bail!("Kubernetes mode needs a Kubernetes client"),
+        (Some(dir), false, _) => local_mode(&args, dir, debounce, pipeline)?,
+        (None, true, Some(client)) => kube_mode(&args, client, debounce, pipeline)?,
+    };
+    let Mode {
+        source,
+        pipeline,
+        authenticator,
+        authorizer,
+        writers,
+    } = mode;
+
     let loaded = load_or_generate(
         &args.trust_domain,
         args.state_dir.as_deref(),
@@ -115,29 +192,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         CaOrigin::Generated => tracing::info!("CA root generated and saved in the state folder"),
         CaOrigin::Persisted => tracing::info!("CA root loaded from the state folder"),
     }
-
-    // No second quiet period per client: a translation publishes every scope at once, and a
-    // client with a push in flight gets the latest state only after its ACK, so bursts are
-    // coalesced there already; waiting here would only add latency to every change.
-    let config_server =
-        ConfigServer::new(ConfigServerOptions::default().with_debounce(Duration::ZERO));
-    let static_tokens = Arc::new(StaticTokens::new());
-    let options = TranslateOptions {
-        trust_domain: args.trust_domain.clone(),
-        root_namespace: args.root_namespace.clone(),
-        ..TranslateOptions::default()
-    };
-    let pipeline =
-        Pipeline::new(config_server.clone(), options).with_tokens(tokens, static_tokens.clone());
     let ca_server = CaServer::new(
         Arc::new(loaded.ca),
         &loaded.bundle,
-        static_tokens,
-        Arc::new(pipeline.authorizer()),
+        authenticator,
+        authorizer,
     );
     let mut registry = MetricsRegistry::new();
     let metrics = ControllerMetrics::register(&mut registry, &config_server, Some(&ca_server));
-    let pipeline = pipeline.with_metrics(metrics.clone());
+    let mut pipeline = pipeline.with_metrics(metrics.clone());
+    if let Some(writers) = writers {
+        let (translations, latest) = watch::channel(None);
+        pipeline = pipeline.with_translations(translations);
+        tokio::spawn(
+            writers
+                .with_metrics(metrics.clone())
+                .run(latest, shutdown.watch()),
+        );
+    }
 
     let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
         .await
@@ -163,8 +235,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(pipeline::run(
         source,
         pipeline,
-        // The folder source already waits for changes to settle; a second quiet period here
-        // would only add latency.
+        // Both sources already wait for changes to settle; a second quiet period here would
+        // only add latency.
         Duration::ZERO,
         Some(config_ready),
         shutdown.watch(),
@@ -183,12 +255,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &bound)?;
     }
+    let stopping = shutdown.watch();
+    let mut stopped = std::pin::pin!(shutdown.run());
     tokio::select! {
-        report = shutdown.run() => {
+        report = &mut stopped => {
             tracing::info!(?report, "controller stopped");
         }
         result = grpc => {
             match result {
+                // The drain ends the server, often before the other tracked tasks are done.
+                Ok(Ok(())) if stopping.is_draining() => {
+                    let report = stopped.await;
+                    tracing::info!(?report, "controller stopped");
+                }
                 Ok(Ok(())) => bail!("gRPC server ended unexpectedly"),
                 Ok(Err(err)) => return Err(err.into()),
                 Err(err) => bail!("gRPC server task failed: {err}"),
@@ -196,6 +275,123 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What the mode decides: where objects come from, who may use the CA, and what runs beside
+/// the pipeline.
+struct Mode {
+    source: ModeSource,
+    pipeline: Pipeline,
+    authenticator: Arc<dyn Authenticator>,
+    authorizer: Arc<dyn Authorizer>,
+    writers: Option<KubeWriters>,
+}
+
+/// The source of either mode.
+#[derive(Debug)]
+enum ModeSource {
+    Folder(FolderSource),
+    Kube(TrackIdentities<KubeSource>),
+}
+
+impl Source for ModeSource {
+    async fn next_snapshot(&mut self) -> Option<Snapshot> {
+        match self {
+            Self::Folder(source) => source.next_snapshot().await,
+            Self::Kube(source) => source.next_snapshot().await,
+        }
+    }
+}
+
+fn local_mode(
+    args: &Args,
+    config_dir: &Path,
+    debounce: Duration,
+    pipeline: Pipeline,
+) -> anyhow::Result<Mode> {
+    let source = FolderSource::new(config_dir, debounce)
+        .with_context(|| format!("watching {}", config_dir.display()))?;
+    let tokens = match &args.node_tokens {
+        Some(path) => NodeTokens::load(path)?,
+        None => {
+            tracing::warn!("no --node-tokens: the CA will refuse every request");
+            NodeTokens::default()
+        }
+    };
+    let static_tokens = Arc::new(StaticTokens::new());
+    let pipeline = pipeline.with_tokens(tokens, static_tokens.clone());
+    let authorizer = Arc::new(pipeline.authorizer());
+    Ok(Mode {
+        source: ModeSource::Folder(source),
+        pipeline,
+        authenticator: static_tokens,
+        authorizer,
+        writers: None,
+    })
+}
+
+fn kube_mode(
+    args: &Args,
+    client: ::kube::Client,
+    debounce: Duration,
+    pipeline: Pipeline,
+) -> anyhow::Result<Mode> {
+    // The template first: a broken one must stop the start, naming its file.
+    let deployer = match &args.waypoint_template_dir {
+        Some(dir) => {
+            let template = WaypointTemplate::load(dir)?;
+            tracing::info!(dir = %dir.display(), files = ?template.files(), "waypoint template loaded");
+            WaypointDeployer::with_template(client.clone(), template, &args.trust_domain)
+        }
+        None => WaypointDeployer::new(
+            client.clone(),
+            WaypointSettings {
+                trust_domain: args.trust_domain.clone(),
+                ..WaypointSettings::default()
+            },
+        ),
+    };
+    let settings = AuthSettings {
+        audiences: args.token_audiences.clone(),
+        ztunnel_namespace: ztunnel_namespace(
+            args.ztunnel_namespace.as_deref(),
+            std::env::var("POD_NAMESPACE").ok().as_deref(),
+        ),
+        ztunnel_service_account: args.ztunnel_service_account.clone(),
+        trust_domain: args.trust_domain.clone(),
+    };
+    tracing::info!(
+        ztunnel = %format!("{}/{}", settings.ztunnel_namespace, settings.ztunnel_service_account),
+        audiences = ?settings.audiences,
+        "CA callers authenticate by TokenReview"
+    );
+    let identities = PodIdentities::new(args.trust_domain.clone());
+    let source = KubeSource::start(
+        client.clone(),
+        KubeSourceConfig {
+            debounce,
+            ..KubeSourceConfig::default()
+        },
+    );
+    let writers = KubeWriters::new(
+        deployer,
+        StatusWriter::new(client.clone(), DEFAULT_CONTROLLER_NAME),
+    );
+    Ok(Mode {
+        source: ModeSource::Kube(TrackIdentities::new(source, identities.clone())),
+        pipeline,
+        authenticator: Arc::new(TokenReviewAuthenticator::new(client, settings)),
+        authorizer: Arc::new(identities),
+        writers: Some(writers),
+    })
+}
+
+/// ztunnel's namespace: the flag, else this pod's namespace (both charts install into one
+/// namespace), else [`DEFAULT_ZTUNNEL_NAMESPACE`].
+fn ztunnel_namespace(flag: Option<&str>, pod_namespace: Option<&str>) -> String {
+    flag.or(pod_namespace.filter(|ns| !ns.is_empty()))
+        .unwrap_or(DEFAULT_ZTUNNEL_NAMESPACE)
+        .to_owned()
 }
 
 fn bind_std(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
@@ -212,4 +408,61 @@ fn write_ready_file(path: &Path, bound: &BoundAddresses) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ztunnel_namespace_is_the_flag_else_the_pods_else_the_default() {
+        assert_eq!(ztunnel_namespace(Some("mesh"), Some("ambit")), "mesh");
+        assert_eq!(ztunnel_namespace(None, Some("ambit")), "ambit");
+        assert_eq!(ztunnel_namespace(None, Some("")), DEFAULT_ZTUNNEL_NAMESPACE);
+        assert_eq!(ztunnel_namespace(None, None), DEFAULT_ZTUNNEL_NAMESPACE);
+    }
+
+    fn parse(argv: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from([&["ambit-controller"], argv].concat())
+    }
+
+    #[test]
+    fn exactly_one_mode_is_required() {
+        assert!(parse(&["--kube"]).unwrap().kube);
+        assert!(parse(&["--config-dir=/c", "--node-tokens=/t"]).is_ok());
+        for (argv, expected) in [
+            (&[][..], "--config-dir"),
+            (&[][..], "--kube"),
+            (&["--kube", "--config-dir=/c"][..], "cannot be used with"),
+            // Bootstrap tokens are local mode's; Kubernetes mode uses TokenReview.
+            (&["--kube", "--node-tokens=/t"][..], "--node-tokens"),
+        ] {
+            let error = parse(argv).unwrap_err().to_string();
+            assert!(error.contains(expected), "{argv:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn kubernetes_flags_default_to_the_charts_and_are_refused_in_local_mode() {
+        let args = parse(&["--kube"]).unwrap();
+        assert_eq!(args.token_audiences, ["ambit"]);
+        assert_eq!(args.ztunnel_service_account, "ztunnel");
+        assert_eq!(args.ztunnel_namespace, None);
+        let args = parse(&["--kube", "--token-audience=a", "--token-audience=b"]).unwrap();
+        assert_eq!(args.token_audiences, ["a", "b"]);
+        for kube_only in [
+            "--waypoint-template-dir=/t",
+            "--ztunnel-namespace=x",
+            "--ztunnel-service-account=x",
+            "--token-audience=x",
+        ] {
+            let error = parse(&["--config-dir=/c", kube_only])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("cannot be used with"),
+                "{kube_only}: {error}"
+            );
+        }
+    }
 }

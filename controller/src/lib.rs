@@ -21,6 +21,11 @@
 //! Callers authenticate with a bootstrap token from `--node-tokens` ([`tokens`]); a node's
 //! ztunnel may get certificates only for identities of enrolled pods on that node, a waypoint
 //! only for its own identity ([`pipeline::Pipeline::authorizer`]).
+//!
+//! # CA (Kubernetes mode)
+//! Callers present projected ServiceAccount tokens, checked by TokenReview and bound to their
+//! pod ([`kube::TokenReviewAuthenticator`]); ztunnel's pods may get the identities of the pods
+//! scheduled on their node, a waypoint pod only its own ([`kube::PodIdentities`]).
 #![forbid(unsafe_code)]
 
 pub mod app;

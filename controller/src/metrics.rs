@@ -37,6 +37,12 @@ pub struct ControllerMetrics {
     pub scope_publishes: Counter,
     /// Time from publishing a scope's version to a proxy acknowledging it, in seconds.
     pub push_latency: Histogram,
+    /// Kubernetes mode: rounds of waypoint deployment and status writing.
+    pub kube_syncs: Counter,
+    /// Kubernetes mode: waypoints whose objects or Gateway status could not be applied.
+    pub waypoint_deploy_errors: Counter,
+    /// Kubernetes mode: Service and route statuses that could not be written.
+    pub status_write_errors: Counter,
     publish_times: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
@@ -62,6 +68,9 @@ impl ControllerMetrics {
             new_errors: Counter::default(),
             scope_publishes: Counter::default(),
             push_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            kube_syncs: Counter::default(),
+            waypoint_deploy_errors: Counter::default(),
+            status_write_errors: Counter::default(),
             publish_times: Arc::default(),
         };
         let registry = registry.registry_mut();
@@ -99,6 +108,21 @@ impl ControllerMetrics {
             "ambit_controller_push_latency_seconds",
             "Time from publishing a scope version to a proxy acknowledging it",
             metrics.push_latency.clone(),
+        );
+        registry.register(
+            "ambit_controller_kube_syncs",
+            "Rounds of waypoint deployment and status writing (Kubernetes mode)",
+            metrics.kube_syncs.clone(),
+        );
+        registry.register(
+            "ambit_controller_waypoint_deploy_errors",
+            "Waypoints whose objects or Gateway status could not be applied (retried)",
+            metrics.waypoint_deploy_errors.clone(),
+        );
+        registry.register(
+            "ambit_controller_status_write_errors",
+            "Service and route statuses that could not be written (retried)",
+            metrics.status_write_errors.clone(),
         );
         registry.register_collector(Box::new(ServerCollector {
             config: config.clone(),

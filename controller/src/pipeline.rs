@@ -47,6 +47,20 @@ pub struct Pipeline {
     /// Problems of the last round, to log and count only new ones.
     problems: HashSet<String>,
     config: Option<Arc<MeshConfig>>,
+    /// Where each round's result goes for work beside the push (Kubernetes writes).
+    translations: Option<watch::Sender<Option<Translation>>>,
+}
+
+/// One round's input and result, for whoever acts on the translation besides the config push
+/// (the waypoint deployer and status writers of Kubernetes mode).
+#[derive(Debug, Clone)]
+pub struct Translation {
+    /// The objects translated.
+    pub snapshot: Arc<Snapshot>,
+    /// What they translated to.
+    pub config: Arc<MeshConfig>,
+    /// What the translation left out.
+    pub errors: Arc<[translate::TranslateError]>,
 }
 
 /// What one [`Pipeline::apply`] did.
@@ -79,7 +93,15 @@ impl Pipeline {
             payloads: scopes::Payloads::default(),
             problems: HashSet::new(),
             config: None,
+            translations: None,
         }
+    }
+
+    /// Sends every successful round of [`run`] to `translations`. A watch channel keeps only
+    /// the latest, so a slow reader skips rounds instead of holding up the pipeline.
+    pub fn with_translations(mut self, translations: watch::Sender<Option<Translation>>) -> Self {
+        self.translations = Some(translations);
+        self
     }
 
     /// Records into `metrics`.
@@ -117,6 +139,30 @@ impl Pipeline {
 
     /// One round: translate `snapshot` and publish every scope.
     pub fn apply(&mut self, snapshot: &Snapshot) -> ApplyReport {
+        self.round(snapshot).0
+    }
+
+    /// [`apply`](Self::apply), then hands the result to the translation watchers (see
+    /// [`with_translations`](Self::with_translations)).
+    pub fn apply_shared(&mut self, snapshot: Arc<Snapshot>) -> ApplyReport {
+        let (report, errors) = self.round(&snapshot);
+        if let (Some(errors), Some(config), Some(translations)) =
+            (errors, self.config.clone(), &self.translations)
+        {
+            translations.send_replace(Some(Translation {
+                snapshot,
+                config,
+                errors: errors.into(),
+            }));
+        }
+        report
+    }
+
+    /// One round; the translation errors too when the round published.
+    fn round(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> (ApplyReport, Option<Vec<translate::TranslateError>>) {
         let started = Instant::now();
         let (config, errors) = translate::translate(&snapshot.resources, &self.options);
         self.report_problems(snapshot, &errors);
@@ -126,7 +172,7 @@ impl Pipeline {
             Err(err) => {
                 // Only an encoding bug gets here; proxies keep the previous config.
                 tracing::error!(error = %err, "cannot encode the translated config; nothing published");
-                return ApplyReport::default();
+                return (ApplyReport::default(), None);
             }
         };
         let duration = started.elapsed();
@@ -168,7 +214,7 @@ impl Pipeline {
             millis = duration.as_millis() as u64,
             "config translated and published"
         );
-        report
+        (report, Some(errors))
     }
 
     /// Publishes the node scopes that clients subscribed to but that were never built (a node
@@ -330,7 +376,7 @@ pub async fn run<S>(
                     continue;
                 };
                 let joined = tokio::task::spawn_blocking(move || {
-                    pipeline.apply(&snapshot);
+                    pipeline.apply_shared(snapshot);
                     pipeline
                 })
                 .await;

@@ -1,12 +1,13 @@
-//! The interface every source of objects implements: the local folder now, the Kubernetes API
-//! (kube-rs reflectors) later.
+//! The interface every source of objects implements: the local folder
+//! ([`FolderSource`](crate::local::FolderSource)) and the Kubernetes API
+//! ([`KubeSource`](crate::kube::KubeSource)).
 //!
 //! A source yields **full snapshots**: after any change, the complete consistent set of objects
 //! it currently sees, plus the problems it found while reading them. Full snapshots keep the
 //! translation a pure function of one value and make a restarted consumer trivially correct;
 //! incremental pushes to proxies are computed downstream by diffing translated configs, not
-//! here. A kube-rs implementation reads its reflector stores when a watch event arrives
-//! (debounced) and hands out the same shape.
+//! here. The Kubernetes source hands out its watch cache when a watch event arrives
+//! (debounced), in the same shape.
 
 use std::future::Future;
 

@@ -2,6 +2,13 @@
 //! Deployment and Service named after the Gateway (as Istio does), written with server-side
 //! apply and owned by the Gateway; then the Gateway's status (Accepted, Programmed, addresses).
 //!
+//! The objects are built in code from [`WaypointSettings`], or filled in from a
+//! [`WaypointTemplate`] (which may add a HorizontalPodAutoscaler and a PodDisruptionBudget).
+//! Either way the deployer sets what it relies on itself: the namespace, the owner reference,
+//! and the `gateway.networking.k8s.io/gateway-name` label (on every object and on the pods,
+//! which is how the CA recognises a waypoint pod) with `istio.io/dataplane-mode: none` on the
+//! pods.
+//!
 //! Deletion is left to Kubernetes' garbage collector: every object carries an ownerReference to
 //! the Gateway (`controller: true`, `blockOwnerDeletion: true`), so deleting the Gateway deletes
 //! them. The deployer never deletes anything itself, which keeps `delete` out of its RBAC.
@@ -10,19 +17,21 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use ambit_identity::SpiffeId;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use serde_json::{Value, json};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Map, Value, json};
 
 use super::FIELD_MANAGER;
 use super::convert::WATCHED_KINDS;
+use super::template::{TemplateValues, WaypointTemplate};
 use crate::objects::{Gateway, Kind, ResourceKey, Resources};
 
 /// Label Istio puts on a waypoint's pods and Service; the Service selects on it.
 const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
+/// Keeps ztunnel from capturing the waypoint's own traffic.
+const DATAPLANE_MODE_LABEL: &str = "istio.io/dataplane-mode";
 /// Annotation naming another ServiceAccount for the waypoint (Istio's).
 const SERVICE_ACCOUNT_ANNOTATION: &str = "gateway.istio.io/service-account";
 const HBONE_PORT: u16 = 15008;
@@ -90,9 +99,39 @@ pub enum DeployError {
 /// Gateway is not reapplied on every snapshot.
 pub struct WaypointDeployer {
     client: Client,
-    settings: WaypointSettings,
+    objects: ObjectSource,
     /// Gateway → (uid, generation) last deployed successfully.
     deployed: Mutex<HashMap<ResourceKey, (String, i64)>>,
+}
+
+/// How the deployer makes a waypoint's objects.
+#[derive(Debug, Clone)]
+enum ObjectSource {
+    /// Built in code.
+    Settings(WaypointSettings),
+    /// Filled in from template files.
+    Template {
+        template: WaypointTemplate,
+        trust_domain: String,
+    },
+}
+
+/// One object to apply for a waypoint.
+#[derive(Debug, Clone)]
+struct ObjectToApply {
+    kind: &'static str,
+    api: ApiResource,
+    name: String,
+    body: Value,
+}
+
+/// What every object of one waypoint shares.
+struct WaypointNames<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    service_account: &'a str,
+    identity: SpiffeId,
+    owner: Value,
 }
 
 impl Default for WaypointSettings {
@@ -125,11 +164,24 @@ impl DeployError {
 }
 
 impl WaypointDeployer {
-    /// A deployer writing through `client`.
+    /// A deployer writing through `client` the objects built from `settings`.
     pub fn new(client: Client, settings: WaypointSettings) -> Self {
         Self {
             client,
-            settings,
+            objects: ObjectSource::Settings(settings),
+            deployed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A deployer writing through `client` the objects of `template`, with identities in
+    /// `trust_domain`.
+    pub fn with_template(client: Client, template: WaypointTemplate, trust_domain: &str) -> Self {
+        Self {
+            client,
+            objects: ObjectSource::Template {
+                template,
+                trust_domain: trust_domain.to_owned(),
+            },
             deployed: Mutex::new(HashMap::new()),
         }
     }
@@ -169,7 +221,8 @@ impl WaypointDeployer {
         errors
     }
 
-    /// Applies the waypoint's ServiceAccount, Deployment and Service, then the Gateway status.
+    /// Applies the waypoint's objects (ServiceAccount, Deployment, Service, and from a template
+    /// an HPA and a PDB), then the Gateway status.
     pub async fn deploy(&self, gateway: &Gateway) -> Result<(), DeployError> {
         let (namespace, name) = names(gateway);
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -185,28 +238,18 @@ impl WaypointDeployer {
             let status = gateway_status(gateway, Err(("ListenersNotValid", message)), &now());
             return self.apply_gateway_status(gateway, status).await;
         }
-        let objects = waypoint_objects(gateway, &self.settings)?;
-        let service_account_name = objects.service_account["metadata"]["name"]
-            .as_str()
-            .unwrap_or(name)
-            .to_owned();
-        Api::<ServiceAccount>::namespaced(self.client.clone(), namespace)
-            .patch(
-                &service_account_name,
-                &params,
-                &Patch::Apply(&objects.service_account),
-            )
-            .await
-            .map_err(api_error("ServiceAccount"))?;
-        Api::<Deployment>::namespaced(self.client.clone(), namespace)
-            .patch(name, &params, &Patch::Apply(&objects.deployment))
-            .await
-            .map_err(api_error("Deployment"))?;
-        let service = Api::<Service>::namespaced(self.client.clone(), namespace)
-            .patch(name, &params, &Patch::Apply(&objects.service))
-            .await
-            .map_err(api_error("Service"))?;
-        let addresses = cluster_ips(&service);
+        let mut service = None;
+        for object in self.objects_for(gateway)? {
+            let applied =
+                Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &object.api)
+                    .patch(&object.name, &params, &Patch::Apply(&object.body))
+                    .await
+                    .map_err(api_error(object.kind))?;
+            if object.kind == "Service" {
+                service = Some(applied);
+            }
+        }
+        let addresses = service.map(|s| cluster_ips(&s.data)).unwrap_or_default();
         let programmed = if addresses.is_empty() {
             Err((
                 "AddressNotAssigned",
@@ -217,6 +260,38 @@ impl WaypointDeployer {
         };
         let status = gateway_status(gateway, programmed, &now());
         self.apply_gateway_status(gateway, status).await
+    }
+
+    /// The objects of `gateway`'s waypoint, in the order they are applied.
+    // The error keeps the API error whole for the logs; it is returned once per bad Gateway.
+    #[allow(clippy::result_large_err)]
+    fn objects_for(&self, gateway: &Gateway) -> Result<Vec<ObjectToApply>, DeployError> {
+        match &self.objects {
+            ObjectSource::Settings(settings) => {
+                let objects = waypoint_objects(gateway, settings)?;
+                Ok(vec![
+                    built(
+                        "",
+                        "v1",
+                        "ServiceAccount",
+                        "serviceaccounts",
+                        objects.service_account,
+                    ),
+                    built(
+                        "apps",
+                        "v1",
+                        "Deployment",
+                        "deployments",
+                        objects.deployment,
+                    ),
+                    built("", "v1", "Service", "services", objects.service),
+                ])
+            }
+            ObjectSource::Template {
+                template,
+                trust_domain,
+            } => template_objects(gateway, template, trust_domain),
+        }
     }
 
     async fn apply_gateway_status(
@@ -250,7 +325,7 @@ impl WaypointDeployer {
 impl fmt::Debug for WaypointDeployer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WaypointDeployer")
-            .field("settings", &self.settings)
+            .field("objects", &self.objects)
             .finish_non_exhaustive()
     }
 }
@@ -263,50 +338,17 @@ pub fn waypoint_objects(
     gateway: &Gateway,
     settings: &WaypointSettings,
 ) -> Result<WaypointObjects, DeployError> {
-    let (namespace, name) = names(gateway);
-    if name.is_empty() {
-        return Err(DeployError::invalid(
-            gateway,
-            "metadata.name",
-            "is required",
-        ));
-    }
-    let uid = gateway
-        .metadata
-        .uid
-        .as_deref()
-        .filter(|uid| !uid.is_empty())
-        .ok_or_else(|| {
-            DeployError::invalid(gateway, "metadata.uid", "is required for owner references")
-        })?;
-    let service_account = gateway
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATION))
-        .map_or(name, String::as_str);
-    let identity =
-        ambit_identity::SpiffeId::new(&settings.trust_domain, namespace, service_account).map_err(
-            |err| {
-                DeployError::invalid(
-                    gateway,
-                    &format!("metadata.annotations[{SERVICE_ACCOUNT_ANNOTATION:?}]"),
-                    format!("no valid identity: {err}"),
-                )
-            },
-        )?;
-    let owner = json!([{
-        "apiVersion": gateway.api_version,
-        "kind": "Gateway",
-        "name": name,
-        "uid": uid,
-        "controller": true,
-        "blockOwnerDeletion": true,
-    }]);
+    let WaypointNames {
+        namespace,
+        name,
+        service_account,
+        identity,
+        owner,
+    } = waypoint_names(gateway, &settings.trust_domain)?;
     let labels = json!({
         GATEWAY_NAME_LABEL: name,
         // The waypoint's own traffic is not captured by ztunnel.
-        "istio.io/dataplane-mode": "none",
+        DATAPLANE_MODE_LABEL: "none",
     });
     let metadata = |object_name: &str| {
         json!({
@@ -392,6 +434,161 @@ pub fn waypoint_objects(
     })
 }
 
+/// The names, identity and owner reference every object of `gateway`'s waypoint shares.
+// The error keeps the API error whole for the logs; it is returned once per bad Gateway.
+#[allow(clippy::result_large_err)]
+fn waypoint_names<'a>(
+    gateway: &'a Gateway,
+    trust_domain: &str,
+) -> Result<WaypointNames<'a>, DeployError> {
+    let (namespace, name) = names(gateway);
+    if name.is_empty() {
+        return Err(DeployError::invalid(
+            gateway,
+            "metadata.name",
+            "is required",
+        ));
+    }
+    let uid = gateway
+        .metadata
+        .uid
+        .as_deref()
+        .filter(|uid| !uid.is_empty())
+        .ok_or_else(|| {
+            DeployError::invalid(gateway, "metadata.uid", "is required for owner references")
+        })?;
+    let service_account = gateway
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SERVICE_ACCOUNT_ANNOTATION))
+        .map_or(name, String::as_str);
+    let identity = SpiffeId::new(trust_domain, namespace, service_account).map_err(|err| {
+        DeployError::invalid(
+            gateway,
+            &format!("metadata.annotations[{SERVICE_ACCOUNT_ANNOTATION:?}]"),
+            format!("no valid identity: {err}"),
+        )
+    })?;
+    let owner = json!([{
+        "apiVersion": gateway.api_version,
+        "kind": "Gateway",
+        "name": name,
+        "uid": uid,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
+    Ok(WaypointNames {
+        namespace,
+        name,
+        service_account,
+        identity,
+        owner,
+    })
+}
+
+/// The template's objects for `gateway`, with what the deployer relies on set over the
+/// template's own values.
+// The error keeps the API error whole for the logs; it is returned once per bad Gateway.
+#[allow(clippy::result_large_err)]
+fn template_objects(
+    gateway: &Gateway,
+    template: &WaypointTemplate,
+    trust_domain: &str,
+) -> Result<Vec<ObjectToApply>, DeployError> {
+    let names = waypoint_names(gateway, trust_domain)?;
+    let identity = names.identity.to_string();
+    let values = TemplateValues {
+        name: names.name,
+        namespace: names.namespace,
+        service_account: names.service_account,
+        identity: &identity,
+    };
+    // A template checked at load fills in for any DNS names; a failure here means the
+    // Gateway's values are the odd ones.
+    let rendered = template.render(&values).map_err(|(file, message)| {
+        DeployError::invalid(
+            gateway,
+            "metadata",
+            format!("waypoint template {file}: {message}"),
+        )
+    })?;
+    rendered
+        .into_iter()
+        .map(|object| {
+            let file = object.file;
+            let mut body = object.body;
+            let shape_error = |what: &str| {
+                DeployError::invalid(
+                    gateway,
+                    "metadata",
+                    format!("waypoint template {}: {what} is not a map", file.file),
+                )
+            };
+            let metadata =
+                map_at(&mut body, &["metadata"]).ok_or_else(|| shape_error("metadata"))?;
+            metadata.insert("namespace".to_owned(), json!(names.namespace));
+            metadata.insert("ownerReferences".to_owned(), names.owner.clone());
+            map_at(&mut body, &["metadata", "labels"])
+                .ok_or_else(|| shape_error("metadata.labels"))?
+                .insert(GATEWAY_NAME_LABEL.to_owned(), json!(names.name));
+            if file.kind == "Deployment" {
+                let pod_labels = map_at(&mut body, &["spec", "template", "metadata", "labels"])
+                    .ok_or_else(|| shape_error("spec.template.metadata.labels"))?;
+                pod_labels.insert(GATEWAY_NAME_LABEL.to_owned(), json!(names.name));
+                pod_labels.insert(DATAPLANE_MODE_LABEL.to_owned(), json!("none"));
+            }
+            Ok(ObjectToApply {
+                kind: file.kind,
+                api: api_resource(file.group, file.version, file.kind, file.plural),
+                name: object.name,
+                body,
+            })
+        })
+        .collect()
+}
+
+/// The map at `path` in `value`, created where missing (or null); `None` if something else
+/// is in the way.
+fn map_at<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut current = value;
+    for key in path {
+        if current.is_null() {
+            *current = json!({});
+        }
+        current = current
+            .as_object_mut()?
+            .entry((*key).to_owned())
+            .or_insert(Value::Null);
+    }
+    if current.is_null() {
+        *current = json!({});
+    }
+    current.as_object_mut()
+}
+
+fn built(
+    group: &str,
+    version: &str,
+    kind: &'static str,
+    plural: &str,
+    body: Value,
+) -> ObjectToApply {
+    ObjectToApply {
+        kind,
+        api: api_resource(group, version, kind, plural),
+        name: body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        body,
+    }
+}
+
+fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
 /// The Gateway status body: Accepted, and Programmed with the addresses, or why not.
 fn gateway_status(
     gateway: &Gateway,
@@ -471,17 +668,23 @@ fn check_listeners(gateway: &Gateway) -> Result<(), String> {
     }
 }
 
-fn cluster_ips(service: &Service) -> Vec<String> {
-    let Some(spec) = &service.spec else {
-        return Vec::new();
-    };
-    let ips: Vec<String> = match (&spec.cluster_ips, &spec.cluster_ip) {
-        (Some(ips), _) if !ips.is_empty() => ips.clone(),
-        (_, Some(ip)) => vec![ip.clone()],
-        _ => Vec::new(),
+/// The cluster IPs of an applied Service (`spec.clusterIPs`, else `spec.clusterIP`).
+fn cluster_ips(service: &Value) -> Vec<String> {
+    let spec = &service["spec"];
+    let listed: Vec<&str> = spec["clusterIPs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let ips = if listed.is_empty() {
+        spec["clusterIP"].as_str().into_iter().collect()
+    } else {
+        listed
     };
     ips.into_iter()
-        .filter(|ip| !ip.is_empty() && ip != "None")
+        .filter(|ip| !ip.is_empty() && *ip != "None")
+        .map(str::to_owned)
         .collect()
 }
 

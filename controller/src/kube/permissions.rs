@@ -72,6 +72,14 @@ pub const API_PERMISSIONS: &[ApiPermission] = &[
     perm("authentication.k8s.io", "tokenreviews", &["create"]),
 ];
 
+/// What the waypoint deployer also calls when its template (`--waypoint-template-dir`) holds
+/// `hpa.yaml` or `pdb.yaml`. The chart grants each only when its option puts that file in the
+/// template.
+pub const OPTIONAL_WAYPOINT_PERMISSIONS: &[ApiPermission] = &[
+    perm("autoscaling", "horizontalpodautoscalers", APPLIED),
+    perm("policy", "poddisruptionbudgets", APPLIED),
+];
+
 const fn perm(
     group: &'static str,
     resource: &'static str,

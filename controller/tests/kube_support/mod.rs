@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ambit_controller::kube::{is_permitted, required_permissions};
+use ambit_controller::kube::{ApiPermission, is_permitted, required_permissions};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -177,6 +177,11 @@ impl MockApi {
 
     /// Asserts that `API_PERMISSIONS` covers every request made so far.
     pub fn assert_all_permitted(&self) {
+        self.assert_all_permitted_with(&[]);
+    }
+
+    /// Asserts that `API_PERMISSIONS` and `extra` cover every request made so far.
+    pub fn assert_all_permitted_with(&self, extra: &[ApiPermission]) {
         let log = self.log();
         assert!(!log.is_empty(), "no requests were made");
         for request in log {
@@ -188,7 +193,7 @@ impl MockApi {
             .unwrap_or_else(|err| panic!("{err}"));
             for permission in needed {
                 assert!(
-                    is_permitted(&permission),
+                    is_permitted(&permission) || extra.iter().any(|p| p.allows(&permission)),
                     "{} needs `{permission}`, which API_PERMISSIONS lacks",
                     request.line()
                 );

@@ -82,15 +82,39 @@ fn waypoint_autoscaling_and_pdb_add_only_their_own_grants() {
     let values = "waypoint: {autoscaling: {enabled: true}, podDisruptionBudget: {enabled: true}}";
     let granted = grants(&cluster_role(values));
     let mut needed = expand(&api_permissions());
-    needed.extend(expand(&[
-        (
-            "autoscaling",
-            "horizontalpodautoscalers",
-            &["create", "patch"],
-        ),
-        ("policy", "poddisruptionbudgets", &["create", "patch"]),
-    ]));
+    let optional: Vec<_> = ambit_controller::kube::OPTIONAL_WAYPOINT_PERMISSIONS
+        .iter()
+        .map(|p| (p.group, p.resource, p.verbs))
+        .collect();
+    needed.extend(expand(&optional));
     assert_eq!(granted, needed);
+}
+
+/// The ConfigMap's files, as the controller reads them from `--waypoint-template-dir`.
+fn waypoint_template_files(values_yaml: &str) -> Vec<(String, String)> {
+    let manifests = render_with("ambit-controller", values_yaml).unwrap();
+    let config_map = find(&manifests, "ConfigMap", "ambit-waypoint-template");
+    config_map["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(file, text)| (file.clone(), text.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_controller_accepts_the_waypoint_template_with_every_option() {
+    for values in [
+        "{}",
+        "waypoint: {autoscaling: {enabled: true}}",
+        "waypoint: {podDisruptionBudget: {enabled: true}}",
+        "waypoint: {autoscaling: {enabled: true}, podDisruptionBudget: {enabled: true}}",
+    ] {
+        let template =
+            ambit_controller::kube::WaypointTemplate::from_files(waypoint_template_files(values))
+                .unwrap_or_else(|(file, message)| panic!("{values}: {file}: {message}"));
+        assert!(template.files().len() >= 3, "{values}");
+    }
 }
 
 /// The waypoint template's files with the Gateway's values put in, as the controller does.
