@@ -199,10 +199,11 @@ pub async fn run(
     agent
         .restore(persisted, |netns| Path::new(netns).exists())
         .await;
+    let kept = agent.known_count().await;
     info!(
         node = options.node,
         restored,
-        kept = agent.known_count().await,
+        kept,
         state_file = %options.state_file.display(),
         "state reloaded"
     );
