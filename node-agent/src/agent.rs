@@ -88,11 +88,6 @@ impl Agent {
         self.core.lock().await.known().count()
     }
 
-    /// The pods ztunnel should serve now.
-    pub fn desired(&self) -> Arc<PodMap> {
-        self.desired.borrow().clone()
-    }
-
     /// Logs, persists and publishes what an input changed. Called with the core locked, so
     /// state writes happen in the order of the changes.
     async fn commit(&self, core: &Core, changes: Changes) {
@@ -224,5 +219,102 @@ impl PodEventHandler for Agent {
                 ))
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::core::{ApiPod, Labels};
+
+    const UID: &str = "6b1f0c2e-0000-4000-8000-000000000001";
+
+    fn api_pod() -> ApiPod {
+        ApiPod {
+            uid: UID.into(),
+            namespace: "plain".into(),
+            name: "web-0".into(),
+            service_account: "web".into(),
+            labels: Labels::new(),
+            host_network: false,
+            has_sidecar: false,
+        }
+    }
+
+    fn report() -> PodReport {
+        PodReport {
+            container_id: "c1".into(),
+            namespace: "plain".into(),
+            name: "web-0".into(),
+            uid: None,
+            service_account: None,
+            netns: Some("/var/run/netns/cni-1".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_add_waits_for_the_watch_event_of_its_pod() {
+        let (_link, link_rx) = watch::channel(LinkStatus::default());
+        let timeouts = AgentTimeouts {
+            pod_wait: Duration::from_secs(20),
+            enroll_wait: Duration::from_secs(20),
+        };
+        let (agent, desired) = Agent::new(timeouts, None, link_rx);
+        agent
+            .apply(ClusterEvent::NamespacesListed(vec![(
+                "plain".into(),
+                Labels::new(),
+            )]))
+            .await;
+        agent.apply(ClusterEvent::PodsListed(Vec::new())).await;
+
+        let mut add = Box::pin(Agent::add(&agent, report()));
+        assert!(
+            (&mut add).now_or_never().is_none(),
+            "answered before the pod was seen"
+        );
+        agent.apply(ClusterEvent::PodApplied(api_pod())).await;
+        let enrolled = tokio::time::timeout(Duration::from_secs(20), add)
+            .await
+            .unwrap();
+        assert!(!enrolled.unwrap(), "plain is not an ambient namespace");
+        assert!(desired.borrow().is_empty());
+        assert!(!PodEventHandler::check(&*agent, report()).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_add_is_answered_when_ztunnel_confirms_it() {
+        let (link, link_rx) = watch::channel(LinkStatus::default());
+        let (agent, mut desired) = Agent::new(AgentTimeouts::default(), None, link_rx);
+        let ambient: Labels = [(crate::core::DATAPLANE_MODE.to_owned(), "ambient".to_owned())]
+            .into_iter()
+            .collect();
+        agent
+            .apply(ClusterEvent::NamespacesListed(vec![(
+                "plain".into(),
+                ambient,
+            )]))
+            .await;
+        agent.apply(ClusterEvent::PodsListed(vec![api_pod()])).await;
+
+        let mut add = Box::pin(Agent::add(&agent, report()));
+        assert!(
+            (&mut add).now_or_never().is_none(),
+            "answered before ztunnel confirmed"
+        );
+        // What the link would do: take the desired set, report it confirmed.
+        desired.changed().await.unwrap();
+        let wanted = desired.borrow_and_update().clone();
+        assert_eq!(wanted.keys().collect::<Vec<_>>(), [UID]);
+        link.send_replace(LinkStatus {
+            connected: true,
+            confirmed: wanted,
+            refused: Arc::default(),
+        });
+        assert!(add.await.unwrap());
     }
 }
