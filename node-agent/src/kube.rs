@@ -6,13 +6,15 @@
 //! stripped. A watcher (re)list is buffered and handed over as one `*Listed` event when it
 //! completes, so pods deleted while the watch was broken disappear atomically.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tracing::{debug, warn};
 
 use crate::agent::Agent;
@@ -23,16 +25,84 @@ const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
 /// Watches the pods scheduled to `node` until the future is dropped.
 pub async fn watch_pods(client: Client, node: String, agent: Arc<Agent>) {
-    let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let mut relist: Option<Vec<ApiPod>> = None;
+    follow(Api::<Pod>::all(client), config, &agent).await;
+}
+
+/// Watches every namespace's labels until the future is dropped.
+pub async fn watch_namespaces(client: Client, agent: Arc<Agent>) {
+    follow(
+        Api::<Namespace>::all(client),
+        watcher::Config::default(),
+        &agent,
+    )
+    .await;
+}
+
+/// A watched kind: what the agent keeps of an object and the events it makes.
+trait Watched: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static {
+    /// What the agent keeps of one object.
+    type Kept: Send;
+    /// For logs.
+    const KIND: &'static str;
+    fn keep(&self) -> Option<Self::Kept>;
+    fn applied(kept: Self::Kept) -> ClusterEvent;
+    fn deleted(&self) -> Option<ClusterEvent>;
+    fn listed(all: Vec<Self::Kept>) -> ClusterEvent;
+}
+
+impl Watched for Pod {
+    type Kept = ApiPod;
+    const KIND: &'static str = "pod";
+
+    fn keep(&self) -> Option<ApiPod> {
+        api_pod(self)
+    }
+
+    fn applied(kept: ApiPod) -> ClusterEvent {
+        ClusterEvent::PodApplied(kept)
+    }
+
+    fn deleted(&self) -> Option<ClusterEvent> {
+        self.uid().map(ClusterEvent::PodDeleted)
+    }
+
+    fn listed(all: Vec<ApiPod>) -> ClusterEvent {
+        ClusterEvent::PodsListed(all)
+    }
+}
+
+impl Watched for Namespace {
+    type Kept = (String, Labels);
+    const KIND: &'static str = "namespace";
+
+    fn keep(&self) -> Option<(String, Labels)> {
+        Some((self.name_any(), self.labels().clone()))
+    }
+
+    fn applied((name, labels): (String, Labels)) -> ClusterEvent {
+        ClusterEvent::NamespaceApplied { name, labels }
+    }
+
+    fn deleted(&self) -> Option<ClusterEvent> {
+        Some(ClusterEvent::NamespaceDeleted(self.name_any()))
+    }
+
+    fn listed(all: Vec<(String, Labels)>) -> ClusterEvent {
+        ClusterEvent::NamespacesListed(all)
+    }
+}
+
+/// Runs one watcher, buffering (re)lists until they complete.
+async fn follow<K: Watched>(api: Api<K>, config: watcher::Config, agent: &Agent) {
+    let mut relist: Option<Vec<K::Kept>> = None;
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
             Err(e) => {
                 // The backoff delays the next attempt; the watcher relists if it must.
-                warn!(error = %e, "pod watch failed; retrying");
+                warn!(kind = K::KIND, error = %e, "watch failed; retrying");
                 continue;
             }
         };
@@ -41,61 +111,23 @@ pub async fn watch_pods(client: Client, node: String, agent: Arc<Agent>) {
                 relist = Some(Vec::new());
                 continue;
             }
-            Event::InitApply(pod) => {
-                if let (Some(buffer), Some(pod)) = (relist.as_mut(), api_pod(&pod)) {
-                    buffer.push(pod);
+            Event::InitApply(object) => {
+                if let (Some(buffer), Some(kept)) = (relist.as_mut(), object.keep()) {
+                    buffer.push(kept);
                 }
                 continue;
             }
-            Event::InitDone => ClusterEvent::PodsListed(relist.take().unwrap_or_default()),
-            Event::Apply(pod) => match api_pod(&pod) {
-                Some(pod) => ClusterEvent::PodApplied(pod),
+            Event::InitDone => K::listed(relist.take().unwrap_or_default()),
+            Event::Apply(object) => match object.keep() {
+                Some(kept) => K::applied(kept),
                 None => continue,
             },
-            Event::Delete(pod) => match pod.uid() {
-                Some(uid) => ClusterEvent::PodDeleted(uid),
+            Event::Delete(object) => match object.deleted() {
+                Some(event) => event,
                 None => continue,
             },
         };
-        debug!(?event, "pod watch event");
-        agent.apply(event).await;
-    }
-}
-
-/// Watches every namespace's labels until the future is dropped.
-pub async fn watch_namespaces(client: Client, agent: Arc<Agent>) {
-    let api: Api<Namespace> = Api::all(client);
-    let mut relist: Option<Vec<(String, Labels)>> = None;
-    let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(e) => {
-                warn!(error = %e, "namespace watch failed; retrying");
-                continue;
-            }
-        };
-        let event = match event {
-            Event::Init => {
-                relist = Some(Vec::new());
-                continue;
-            }
-            Event::InitApply(namespace) => {
-                if let Some(buffer) = relist.as_mut() {
-                    buffer.push((namespace.name_any(), labels(&namespace)));
-                }
-                continue;
-            }
-            Event::InitDone => ClusterEvent::NamespacesListed(relist.take().unwrap_or_default()),
-            Event::Apply(namespace) => ClusterEvent::NamespaceApplied {
-                name: namespace.name_any(),
-                labels: labels(&namespace),
-            },
-            Event::Delete(namespace) => ClusterEvent::NamespaceDeleted(namespace.name_any()),
-        };
-        debug!(?event, "namespace watch event");
+        debug!(kind = K::KIND, ?event, "watch event");
         agent.apply(event).await;
     }
 }
@@ -117,12 +149,8 @@ pub fn api_pod(pod: &Pod) -> Option<ApiPod> {
         namespace,
         name: pod.name_any(),
         service_account,
-        labels: labels(pod),
+        labels: pod.labels().clone(),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         has_sidecar: pod.annotations().contains_key(SIDECAR_STATUS),
     })
-}
-
-fn labels(object: &impl ResourceExt) -> Labels {
-    object.labels().clone()
 }
