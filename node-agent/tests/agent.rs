@@ -20,7 +20,7 @@ use ambit_node_agent::agent::AgentTimeouts;
 use ambit_node_agent::app::{self, AgentOptions};
 use ambit_node_agent::ztunnel::LinkConfig;
 use http::StatusCode;
-use kube_support::{MockApi, Recorded, Reply as ApiReply, Verb, WAIT, event, list};
+use kube_support::{MockApi, Recorded, Reply as ApiReply, Verb, WAIT, event, list, status};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -522,6 +522,37 @@ async fn a_pod_deleted_from_the_api_is_unenrolled() {
     ztunnel.wait_served(&[]).await;
     let check = agent.call(AgentRequest::Check { pod: report }).await;
     assert_eq!(error_kind(&check), Some(ErrorKind::UnknownPod));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_an_expired_watch_drops_pods_deleted_meanwhile() {
+    let dir = TempDir::new();
+    let (ztunnel, _zt) = start_ztunnel(&dir.join("ztunnel.sock"));
+    let web = pod("web-0", "shop", UID_WEB, json!({}));
+    let db = pod("db-0", "shop", UID_DB, json!({}));
+    let cluster = Cluster::start(vec![web.clone(), db], vec![namespace("shop", ambient())]);
+    let agent = Agent::start(&dir, &cluster, quick()).await;
+    for (name, netns) in [("web-0", "web"), ("db-0", "db")] {
+        let reply = agent
+            .add(report(
+                name,
+                "shop",
+                &format!("c-{netns}"),
+                &dir.netns(netns),
+            ))
+            .await;
+        assert_eq!(reply, enrolled(true));
+    }
+    // db-0's delete is missed: the watch expires and the relist no longer has the pod.
+    cluster.api.queue(
+        Verb::Get,
+        PODS,
+        ApiReply::Json(StatusCode::OK, list("200", vec![web])),
+    );
+    cluster.pod_event("ERROR", status(410, "Expired", "too old resource version"));
+    ztunnel.wait_served(&["web-0"]).await;
+    assert!(ztunnel.log().contains(&"unenroll db-0".to_owned()));
     agent.stop().await;
 }
 
