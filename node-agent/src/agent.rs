@@ -152,6 +152,9 @@ impl Agent {
                     Pending::UnknownPod => HandlerError::unknown_pod(format!(
                         "{pod_name} is not among this node's pods (waited {waited:?})"
                     )),
+                    Pending::UnknownNamespace => HandlerError::unavailable(format!(
+                        "the namespace of {pod_name} is not in the namespace watch (waited {waited:?})"
+                    )),
                 });
             }
         }

@@ -127,6 +127,9 @@ pub enum Pending {
     NotSynced,
     /// The pod is not (yet) in the pod watch.
     UnknownPod,
+    /// The pod's namespace is not (yet) in the namespace watch: its labels decide, so a pod
+    /// created right after its namespace waits for them.
+    UnknownNamespace,
 }
 
 /// The state machine.
@@ -257,6 +260,12 @@ impl Core {
         let Some(api) = api.cloned() else {
             return (AddOutcome::Pending(Pending::UnknownPod), Changes::default());
         };
+        if !self.namespaces.contains_key(&api.namespace) {
+            return (
+                AddOutcome::Pending(Pending::UnknownNamespace),
+                Changes::default(),
+            );
+        }
         let before = self.clone();
         // A pod of the same name with another UID was replaced; its sandbox is going away.
         self.known.retain(|uid, known| {

@@ -163,6 +163,17 @@ fn add_waits_for_sync_and_for_the_pod() {
     core.apply(ClusterEvent::PodApplied(api_pod(UID_A, "shop", "web-0")));
     let (enrolled, _) = added(&mut core, &web);
     assert!(enrolled);
+
+    // A pod of a namespace the namespace watch has not shown yet waits for its labels.
+    let fresh = report("fresh", "web-1", Some(UID_B), "c2");
+    core.apply(ClusterEvent::PodApplied(api_pod(UID_B, "fresh", "web-1")));
+    assert_eq!(
+        core.add(&fresh).0,
+        AddOutcome::Pending(Pending::UnknownNamespace)
+    );
+    let (name, labels) = namespace("fresh", Some("ambient"));
+    core.apply(ClusterEvent::NamespaceApplied { name, labels });
+    assert!(added(&mut core, &fresh).0);
 }
 
 #[test]
