@@ -128,10 +128,7 @@ impl Args {
                 pod_wait: Duration::from_millis(self.pod_wait_ms),
                 enroll_wait: Duration::from_millis(self.enroll_timeout_ms),
             },
-            link: LinkConfig {
-                socket: self.ztunnel_socket.clone(),
-                ..LinkConfig::default()
-            },
+            link: LinkConfig::new(&self.ztunnel_socket),
         })
     }
 }

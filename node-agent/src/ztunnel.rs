@@ -83,10 +83,11 @@ struct Session {
     retry_at: Option<Instant>,
 }
 
-impl Default for LinkConfig {
-    fn default() -> Self {
+impl LinkConfig {
+    /// The link to ztunnel's socket with production timing.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
-            socket: PathBuf::new(),
+            socket: socket.into(),
             retry_min: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
             call_timeout: Duration::from_secs(60),
