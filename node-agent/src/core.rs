@@ -183,7 +183,7 @@ impl Core {
     /// listed, their persisted decisions stand, so a restarted agent serves ztunnel the same
     /// snapshot at once.
     pub fn restore(&mut self, pods: Vec<KnownPod>, netns_exists: impl Fn(&str) -> bool) -> Changes {
-        let before = self.clone();
+        let before = self.known.clone();
         for pod in pods {
             if netns_exists(&pod.netns) {
                 self.known.insert(pod.uid.clone(), pod);
@@ -199,7 +199,7 @@ impl Core {
 
     /// Applies a watch event.
     pub fn apply(&mut self, event: ClusterEvent) -> Changes {
-        let before = self.clone();
+        let before = self.known.clone();
         match event {
             ClusterEvent::PodApplied(pod) => {
                 self.pods.insert(pod.uid.clone(), pod);
@@ -266,7 +266,7 @@ impl Core {
                 Changes::default(),
             );
         }
-        let before = self.clone();
+        let before = self.known.clone();
         // A pod of the same name with another UID was replaced; its sandbox is going away.
         self.known.retain(|uid, known| {
             *uid == api.uid || known.namespace != api.namespace || known.name != api.name
@@ -299,7 +299,7 @@ impl Core {
     /// CNI DEL: forgets the sandbox. A DEL for another sandbox of the pod (an earlier,
     /// failed attempt) or for an unknown pod changes nothing.
     pub fn del(&mut self, report: &PodReport) -> Changes {
-        let before = self.clone();
+        let before = self.known.clone();
         if let Some(uid) = self.find_sandbox(report) {
             self.known.remove(&uid);
         }
@@ -314,11 +314,7 @@ impl Core {
 
     /// Every pod ztunnel should serve now, by UID.
     pub fn enrolled(&self) -> BTreeMap<String, PodInfo> {
-        self.known
-            .values()
-            .filter(|known| known.enrolled)
-            .map(|known| (known.uid.clone(), known.info()))
-            .collect()
+        enrolled(&self.known)
     }
 
     /// The known pods, by UID (what is persisted).
@@ -338,8 +334,9 @@ impl Core {
         (known.container_id == report.container_id).then(|| known.uid.clone())
     }
 
-    /// Recomputes every known pod's decision and reports what changed since `before`.
-    fn finish(&mut self, before: &Core) -> Changes {
+    /// Recomputes every known pod's decision and reports what changed since `before` (the
+    /// known pods before the input; the cluster view is not copied, it can be large).
+    fn finish(&mut self, before: &BTreeMap<String, KnownPod>) -> Changes {
         let empty = Labels::new();
         let pods_synced = self.pods_synced;
         let (pods, namespaces) = (&self.pods, &self.namespaces);
@@ -354,7 +351,7 @@ impl Core {
             // running). Before the first list, the persisted decision stands.
             None => !pods_synced,
         });
-        let (old, new) = (before.enrolled(), self.enrolled());
+        let (old, new) = (enrolled(before), self.enrolled());
         let mut actions: Vec<Action> = old
             .keys()
             .filter(|uid| !new.contains_key(*uid))
@@ -367,9 +364,17 @@ impl Core {
         );
         Changes {
             actions,
-            known_changed: before.known != self.known,
+            known_changed: *before != self.known,
         }
     }
+}
+
+fn enrolled(known: &BTreeMap<String, KnownPod>) -> BTreeMap<String, PodInfo> {
+    known
+        .values()
+        .filter(|known| known.enrolled)
+        .map(|known| (known.uid.clone(), known.info()))
+        .collect()
 }
 
 /// Whether ztunnel's protocol accepts the pod; one odd pod must not break every snapshot.

@@ -154,3 +154,60 @@ pub fn api_pod(pod: &Pod) -> Option<ApiPod> {
         has_sidecar: pod.annotations().contains_key(SIDECAR_STATUS),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(spec: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "web-0", "namespace": "shop", "uid": "u-1",
+                "labels": {"app": "web"}, "annotations": annotations,
+            },
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn pods_keep_what_the_decision_needs() {
+        let kept = api_pod(&pod(
+            json!({"containers": [], "serviceAccountName": "web", "hostNetwork": true}),
+            json!({}),
+        ))
+        .unwrap();
+        assert_eq!(kept.uid, "u-1");
+        assert_eq!(
+            (kept.namespace.as_str(), kept.name.as_str()),
+            ("shop", "web-0")
+        );
+        assert_eq!(kept.service_account, "web");
+        assert_eq!(kept.labels["app"], "web");
+        assert!(kept.host_network);
+        assert!(!kept.has_sidecar);
+
+        // No service account named: the pod runs as `default`; the old field still counts.
+        let unnamed = api_pod(&pod(json!({"containers": []}), json!({}))).unwrap();
+        assert_eq!(unnamed.service_account, "default");
+        assert!(!unnamed.host_network);
+        let legacy = api_pod(&pod(
+            json!({"containers": [], "serviceAccount": "old"}),
+            json!({SIDECAR_STATUS: "{}"}),
+        ))
+        .unwrap();
+        assert_eq!(legacy.service_account, "old");
+        assert!(legacy.has_sidecar);
+    }
+
+    #[test]
+    fn a_pod_without_uid_is_skipped() {
+        let mut without = pod(json!({"containers": []}), json!({}));
+        without.metadata.uid = None;
+        assert!(api_pod(&without).is_none());
+    }
+}
