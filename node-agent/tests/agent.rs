@@ -166,6 +166,11 @@ fn ambient() -> Value {
     json!({"istio.io/dataplane-mode": "ambient"})
 }
 
+/// A cluster with the ambient namespace `shop` and `pods`.
+fn shop(pods: Vec<Value>) -> Cluster {
+    Cluster::start(pods, vec![namespace("shop", ambient())])
+}
+
 /// Lists and live watches for pods and namespaces; later relists find an empty cluster.
 struct Cluster {
     api: MockApi,
@@ -305,19 +310,23 @@ impl Agent {
     }
 
     async fn call(&self, request: AgentRequest) -> Reply {
-        let socket = self.socket.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut client =
-                CniClient::<AgentRequest>::connect(&socket, &ClientConfig::default()).unwrap();
-            client.call(&request).unwrap()
-        })
-        .await
-        .unwrap()
+        call(self.socket.clone(), request).await
     }
 
     async fn add(&self, report: PodReport) -> Reply {
         self.call(AgentRequest::Add { pod: report }).await
     }
+}
+
+/// One request over a fresh connection, as the plugin makes it.
+async fn call(socket: PathBuf, request: AgentRequest) -> Reply {
+    tokio::task::spawn_blocking(move || {
+        let mut client =
+            CniClient::<AgentRequest>::connect(&socket, &ClientConfig::default()).unwrap();
+        client.call(&request).unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 impl Drop for Agent {
@@ -347,6 +356,17 @@ fn report(name: &str, namespace: &str, container: &str, netns: &str) -> PodRepor
 fn enrolled(value: bool) -> Reply {
     Reply::Ack {
         enrolled: Some(value),
+    }
+}
+
+/// The message of an `unavailable` error reply.
+fn unavailable(reply: &Reply) -> &str {
+    match reply {
+        Reply::Error {
+            kind: ErrorKind::Unavailable,
+            message,
+        } => message,
+        other => panic!("not unavailable: {other:?}"),
     }
 }
 
@@ -425,19 +445,8 @@ async fn an_add_ahead_of_the_watch_waits_for_the_pod() {
     let agent = Agent::start(&dir, &cluster, quick()).await;
     ztunnel.wait_until(|z| !z.log().is_empty()).await.unwrap();
 
-    let add = tokio::spawn({
-        let socket = agent.socket.clone();
-        let web = report("web-0", "shop", "c-web", &dir.netns("web"));
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut client =
-                    CniClient::<AgentRequest>::connect(&socket, &ClientConfig::default()).unwrap();
-                client.call(&AgentRequest::Add { pod: web }).unwrap()
-            })
-            .await
-            .unwrap()
-        }
-    });
+    let web = report("web-0", "shop", "c-web", &dir.netns("web"));
+    let add = tokio::spawn(call(agent.socket.clone(), AgentRequest::Add { pod: web }));
     // The ADD is waiting (nothing enrolled) until the watch reports the pod.
     assert!(ztunnel.served().is_empty());
     cluster.pod_event("ADDED", pod("web-0", "shop", UID_WEB, json!({})));
@@ -561,10 +570,7 @@ async fn a_restarted_ztunnel_gets_the_snapshot_again() {
     let dir = TempDir::new();
     let ztunnel_socket = dir.join("ztunnel.sock");
     let (first, first_task) = start_ztunnel(&ztunnel_socket);
-    let cluster = Cluster::start(
-        vec![pod("web-0", "shop", UID_WEB, json!({}))],
-        vec![namespace("shop", ambient())],
-    );
+    let cluster = shop(vec![pod("web-0", "shop", UID_WEB, json!({}))]);
     let agent = Agent::start(&dir, &cluster, quick()).await;
     assert_eq!(
         agent
@@ -586,10 +592,7 @@ async fn a_restarted_ztunnel_gets_the_snapshot_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ztunnel_an_ambient_add_fails_closed_and_is_served_later() {
     let dir = TempDir::new();
-    let cluster = Cluster::start(
-        vec![pod("web-0", "shop", UID_WEB, json!({}))],
-        vec![namespace("shop", ambient())],
-    );
+    let cluster = shop(vec![pod("web-0", "shop", UID_WEB, json!({}))]);
     let timeouts = AgentTimeouts {
         enroll_wait: Duration::from_millis(300),
         ..quick()
@@ -598,10 +601,7 @@ async fn without_ztunnel_an_ambient_add_fails_closed_and_is_served_later() {
     let reply = agent
         .add(report("web-0", "shop", "c-web", &dir.netns("web")))
         .await;
-    let Reply::Error { kind, message } = &reply else {
-        panic!("{reply:?}")
-    };
-    assert_eq!(*kind, ErrorKind::Unavailable);
+    let message = unavailable(&reply);
     assert!(message.contains("not connected"), "{message}");
     // The sandbox stays known: once ztunnel is up, it serves the pod.
     let (ztunnel, _zt) = start_ztunnel(&dir.join("ztunnel.sock"));
@@ -613,18 +613,12 @@ async fn without_ztunnel_an_ambient_add_fails_closed_and_is_served_later() {
 async fn a_pod_ztunnel_refuses_fails_the_add_with_its_reason() {
     let dir = TempDir::new();
     let (ztunnel, _zt) = start_ztunnel(&dir.join("ztunnel.sock"));
-    let cluster = Cluster::start(
-        vec![pod("refused-0", "shop", UID_WEB, json!({}))],
-        vec![namespace("shop", ambient())],
-    );
+    let cluster = shop(vec![pod("refused-0", "shop", UID_WEB, json!({}))]);
     let agent = Agent::start(&dir, &cluster, quick()).await;
     let reply = agent
         .add(report("refused-0", "shop", "c-r", &dir.netns("r")))
         .await;
-    let Reply::Error { kind, message } = &reply else {
-        panic!("{reply:?}")
-    };
-    assert_eq!(*kind, ErrorKind::Unavailable);
+    let message = unavailable(&reply);
     assert!(message.contains("netns cannot be entered"), "{message}");
     // Retried with backoff.
     ztunnel
@@ -677,10 +671,7 @@ async fn a_restarted_agent_reloads_its_pods_and_drops_vanished_ones() {
 async fn the_plugin_adds_checks_and_deletes_through_the_agent() {
     let dir = TempDir::new();
     let (ztunnel, _zt) = start_ztunnel(&dir.join("ztunnel.sock"));
-    let cluster = Cluster::start(
-        vec![pod("web-0", "shop", UID_WEB, json!({}))],
-        vec![namespace("shop", ambient())],
-    );
+    let cluster = shop(vec![pod("web-0", "shop", UID_WEB, json!({}))]);
     let agent = Agent::start(&dir, &cluster, quick()).await;
     let netns = dir.netns("web");
     let run = |command: &'static str| {
