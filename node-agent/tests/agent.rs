@@ -716,3 +716,21 @@ async fn the_plugin_adds_checks_and_deletes_through_the_agent() {
     ztunnel.wait_served(&[]).await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_is_replaced_not_fatal() {
+    let dir = TempDir::new();
+    let (ztunnel, _zt) = start_ztunnel(&dir.join("ztunnel.sock"));
+    std::fs::write(dir.join("state.json"), "{\"version\":1,\"pods\":[").unwrap();
+    let cluster = shop(vec![pod("web-0", "shop", UID_WEB, json!({}))]);
+    let agent = Agent::start(&dir, &cluster, quick()).await;
+    let reply = agent
+        .add(report("web-0", "shop", "c-web", &dir.netns("web")))
+        .await;
+    assert_eq!(reply, enrolled(true));
+    assert_eq!(ztunnel.served(), ["web-0"]);
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["pods"][0]["uid"], UID_WEB, "{state}");
+    agent.stop().await;
+}
