@@ -16,8 +16,8 @@
 //! The plugin does not. Putting the ambient namespaces in the CNI configuration would go stale
 //! the moment someone labels a namespace, and would need a Kubernetes client in a process that
 //! lives for one call. Instead the plugin reports *every* ADD and DEL to the node agent, which
-//! watches the labels (`istio.io/dataplane-mode`, namespace and pod) through the controller's
-//! config and answers `ack` with `enrolled: true|false`. Pods outside the mesh are left alone.
+//! watches the labels (`istio.io/dataplane-mode`, namespace and pod) through the Kubernetes API
+//! (`ambit-node-agent`, crate `node-agent/`) and answers `ack` with `enrolled: true|false`. Pods outside the mesh are left alone.
 //! The only static input is `excludeNamespaces`, for pods the mesh itself needs to start.
 //!
 //! **Fail closed:** if the agent cannot be reached or is not ready on ADD, the plugin returns

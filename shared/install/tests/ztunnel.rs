@@ -97,7 +97,18 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
     );
     assert_eq!(env(installer, "POD_INTERFACES"), "veth*,cali*,lxc*,cni*");
     assert_eq!(env(installer, "PROBE_SOURCE_V4"), "169.254.7.127");
-    let agent_args = container(&node, "node-agent").args.clone().unwrap();
+    let agent = container(&node, "node-agent");
+    assert!(added_capabilities(agent).is_empty());
+    let netns = agent
+        .volume_mounts
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/var/run/netns")
+        .unwrap();
+    assert_eq!(netns.mount_propagation.as_deref(), Some("HostToContainer"));
+    assert_eq!(netns.read_only, Some(true));
+    let agent_args = agent.args.clone().unwrap();
     assert!(agent_args.contains(&"--listen=/var/run/ambit/cni.sock".to_owned()));
     assert!(agent_args.contains(&"--ztunnel-socket=/var/run/ambit/ztunnel.sock".to_owned()));
     let ztunnel_args = container(&pod(&manifests, "ztunnel"), "ztunnel")
@@ -108,6 +119,32 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
     assert!(
         ztunnel_args
             .contains(&"--controller=http://ambit-controller.ambit-system.svc:15012".to_owned())
+    );
+}
+
+#[test]
+fn the_node_agent_may_read_pods_and_namespaces_and_nothing_else() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let manifests = render("ambit-ztunnel", &[]).unwrap();
+    let role: ClusterRole = strict(find(&manifests, "ClusterRole", "ambit-node")).unwrap();
+    let rules = role.rules.unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&["".to_owned()][..]));
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["pods".to_owned(), "namespaces".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    let binding: ClusterRoleBinding =
+        strict(find(&manifests, "ClusterRoleBinding", "ambit-node")).unwrap();
+    assert_eq!(binding.role_ref.name, "ambit-node");
+    let subjects = binding.subjects.unwrap();
+    assert_eq!(subjects[0].name, "ambit-node");
+    assert_eq!(
+        pod(&manifests, "ambit-node")
+            .service_account_name
+            .as_deref(),
+        Some("ambit-node")
     );
 }
 
@@ -140,7 +177,8 @@ fn custom_cni_folders_are_the_host_paths_mounted() {
         [
             ("cni-bin", "/host-bin"),
             ("cni-net", "/host-net"),
-            ("sockets", "/run/a")
+            ("sockets", "/run/a"),
+            ("netns", "/var/run/netns")
         ]
     );
     let installer = container(&node, "install-cni");
