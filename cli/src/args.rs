@@ -337,6 +337,13 @@ mod tests {
             "ambit waypoint apply -n bookinfo --for all --enroll-namespace",
             "ambit waypoint delete -n bookinfo --name waypoint",
             "ambit waypoint list",
+            "ambit waypoint list -A",
+            "ambit --cluster waypoint apply -n shop --wait --wait-timeout 30",
+            "ambit waypoint delete --ignore-not-found --context prod",
+            "ambit --kubeconfig /tmp/kc waypoint list -n shop",
+            "ambit --local waypoint list",
+            "ambit ztunnel-config workloads --node node-a",
+            "ambit ztunnel-config certificates --pod default/curl --ztunnel-namespace mesh",
             "ambit ztunnel-config workloads -o json --admin 127.0.0.1:15000",
             "ambit ztunnel-config connections --timeout 0.5",
             "ambit install --dry-run -f values.yaml",
@@ -355,11 +362,56 @@ mod tests {
             "ambit ztunnel-config pods",
             "ambit ztunnel-config workloads --timeout 0",
             "ambit ztunnel-config workloads --admin localhost",
+            "ambit waypoint apply --wait-timeout 30",
+            "ambit waypoint apply --wait --wait-timeout 0",
+            "ambit waypoint list -A -n shop",
+            "ambit --local --cluster waypoint list",
+            "ambit --local --context prod waypoint list",
+            "ambit ztunnel-config workloads --pod curl",
+            "ambit ztunnel-config workloads --pod default/",
+            "ambit ztunnel-config workloads --pod /curl",
+            "ambit ztunnel-config workloads --pod a/b/c",
+            "ambit ztunnel-config workloads --node a --pod default/curl",
+            "ambit ztunnel-config workloads --node a --admin 127.0.0.1:15000",
         ] {
             assert!(
                 Cli::try_parse_from(line.split_whitespace()).is_err(),
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn the_pod_flag_is_split_and_target_flags_are_checked_per_verb() {
+        let cli = Cli::try_parse_from(
+            "ambit ztunnel-config workloads --pod default/curl".split_whitespace(),
+        )
+        .unwrap();
+        let Command::ZtunnelConfig(args) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.pod, Some(("default".to_owned(), "curl".to_owned())));
+        assert_eq!(args.ztunnel_namespace, "ambit-system");
+        assert!(!cli.target.any());
+        assert!(cli.validate().is_ok());
+
+        for line in [
+            "ambit --cluster ztunnel-config workloads",
+            "ambit --context prod waypoint list",
+            "ambit --local ztunnel-config workloads",
+        ] {
+            let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+            assert!(cli.validate().is_ok(), "{line}");
+        }
+        for line in [
+            "ambit --cluster local get pods",
+            "ambit --kubeconfig x check",
+            "ambit demo --context prod",
+            "ambit --local install --dry-run",
+            "ambit --local ztunnel-config workloads --node a",
+        ] {
+            let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+            assert!(cli.validate().is_err(), "{line}");
         }
     }
 }

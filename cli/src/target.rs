@@ -9,7 +9,7 @@ use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use ambit_localmesh::daemon::SOCKET_NAME;
+use ambit_localmesh::daemon::socket_path;
 use clap::Args;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -77,9 +77,10 @@ pub enum TargetError {
 
 /// Whether a local mesh daemon is present in `state`: its socket accepts a connection, or
 /// exists but only root may use it (the daemon's error then says so, rather than silently
-/// going to a cluster). A socket left by a crashed daemon does not count.
+/// going to a cluster). A socket left by a crashed daemon does not count. The probe is a bare
+/// connect-and-close, which the daemon answers with a harmless "bad request".
 pub fn local_daemon_present(state: &Path) -> bool {
-    match UnixStream::connect(state.join(SOCKET_NAME)) {
+    match UnixStream::connect(socket_path(state)) {
         Ok(_) => true,
         Err(error) => error.kind() == ErrorKind::PermissionDenied,
     }
@@ -142,6 +143,8 @@ async fn cluster_config(args: &TargetArgs) -> Result<kube::Config, String> {
 
 #[cfg(test)]
 mod tests {
+    use ambit_localmesh::daemon::SOCKET_NAME;
+
     use super::*;
 
     fn empty_state() -> PathBuf {
