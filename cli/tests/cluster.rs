@@ -606,7 +606,7 @@ async fn ztunnel_config_says_which_ztunnel_it_cannot_find_or_read() {
     .unwrap_err();
     let message = error.to_string();
     assert!(
-        message.starts_with("GET /api/v1/namespaces/ambit-system/pods/ztunnel-c:15000/proxy/connections (ztunnel on node node-c):")
+        message.starts_with("GET /api/v1/namespaces/ambit-system/pods/ztunnel-c:15000/proxy/connections (ztunnel on node node-c) (is ztunnel's admin server listening on the pod's address, port 15000?):")
             && message.contains("connection refused"),
         "{message}"
     );

@@ -169,7 +169,22 @@ pub async fn fetch(
             action: action.clone(),
             timeout,
         })?
-        .map_err(ClusterError::api(action.clone()))?;
+        .map_err(|source| {
+            // The API server answers 502/503 when it cannot open the pod's port.
+            let unreachable =
+                matches!(&source, kube::Error::Api(status) if matches!(status.code, 502 | 503));
+            ClusterError::Api {
+                action: if unreachable {
+                    format!(
+                        "{action} (is ztunnel's admin server listening on the pod's address, \
+                         port {ADMIN_PORT}?)"
+                    )
+                } else {
+                    action.clone()
+                },
+                source,
+            }
+        })?;
     serde_json::from_str(&text).map_err(|error| {
         ClusterError::Refused(format!("{action}: the answer is not JSON: {error}"))
     })
