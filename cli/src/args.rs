@@ -72,10 +72,12 @@ pub enum Command {
     /// Bring up local mode, run the sample app through mTLS, policy, routing and retries,
     /// report, tear down.
     Demo(DemoArgs),
-    /// Deploy, remove and list waypoints.
+    /// Deploy, remove and list waypoints (local mode or a cluster; see the target flags).
     #[command(subcommand)]
     Waypoint(WaypointCommand),
     /// Show what a ztunnel holds: workloads, services, policies, certificates, connections.
+    /// Reads the admin port at --admin, or a cluster's ztunnel with --node, --pod or a
+    /// cluster flag.
     ZtunnelConfig(ZtunnelConfigArgs),
     /// Print the manifests the Helm charts would install.
     Install(InstallArgs),

@@ -15,6 +15,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 /// The global flags that choose the target.
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Target (waypoint, ztunnel-config)")]
 pub struct TargetArgs {
     /// Talk to the local mesh daemon (`ambit local up`) even when a cluster is configured.
     #[arg(long, global = true, conflicts_with_all = ["cluster", "kubeconfig", "context"])]

@@ -28,6 +28,17 @@ pub enum ClusterError {
     /// The object exists but is not what this verb manages.
     #[error("{0}")]
     Refused(String),
+    /// Watching for a condition failed.
+    #[error("{action}: {source}")]
+    Watch {
+        /// What was being waited for.
+        action: String,
+        /// The watcher's error.
+        source: kube::runtime::wait::Error,
+    },
+    /// A document or request could not be made sense of.
+    #[error("{0}")]
+    Invalid(String),
     /// `--wait` ran out of time.
     #[error(
         "waypoint {namespace}/{name} was not Programmed within {timeout:?} ({last}); \

@@ -53,7 +53,7 @@ pub async fn apply(client: &kube::Client, options: &ApplyOptions) -> Result<Stri
     } = options;
     let gateway: Value =
         serde_yaml_ng::from_str(&gateway_yaml(namespace, name, options.waypoint_for))
-            .map_err(|error| ClusterError::Refused(format!("building the Gateway: {error}")))?;
+            .map_err(|error| ClusterError::Invalid(format!("building the Gateway: {error}")))?;
     let api = gateways(client, namespace);
     // Force: the waypoint is ambit's to define, as `istioctl waypoint apply` does.
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -131,9 +131,10 @@ async fn wait_programmed(
         Ok(Ok(None)) => Err(ClusterError::NotFound {
             what: format!("waypoint {namespace}/{name}"),
         }),
-        Ok(Err(error)) => Err(ClusterError::Refused(format!(
-            "watching Gateway {namespace}/{name}: {error}"
-        ))),
+        Ok(Err(source)) => Err(ClusterError::Watch {
+            action: format!("watching Gateway {namespace}/{name}"),
+            source,
+        }),
         Err(_) => Err(ClusterError::WaitTimeout {
             namespace: namespace.to_owned(),
             name: name.to_owned(),

@@ -162,7 +162,7 @@ pub async fn fetch(
     let action = format!("GET {path} (ztunnel on node {})", pod.node);
     let request = http::Request::get(&path)
         .body(Vec::new())
-        .map_err(|error| ClusterError::Refused(format!("{action}: {error}")))?;
+        .map_err(|error| ClusterError::Invalid(format!("{action}: {error}")))?;
     let text = tokio::time::timeout(timeout, client.request_text(request))
         .await
         .map_err(|_| ClusterError::Timeout {
@@ -186,7 +186,7 @@ pub async fn fetch(
             }
         })?;
     serde_json::from_str(&text).map_err(|error| {
-        ClusterError::Refused(format!("{action}: the answer is not JSON: {error}"))
+        ClusterError::Invalid(format!("{action}: the answer is not JSON: {error}"))
     })
 }
 
