@@ -171,9 +171,8 @@ async fn apply_without_enrollment_touches_only_the_gateway_and_reports_refusals(
     assert_eq!(error.to_string(), "namespace shop not found");
 }
 
-#[tokio::test]
-async fn wait_returns_once_the_gateway_is_programmed() {
-    let (client, api) = MockApi::start(echo_writes);
+/// The list a watch on the Gateway starts with: applied, not programmed yet.
+fn queue_pending_gateway(api: &MockApi) {
     let pending = gateway(
         "shop",
         "wp",
@@ -186,6 +185,12 @@ async fn wait_returns_once_the_gateway_is_programmed() {
         GATEWAYS,
         Reply::Json(StatusCode::OK, list("7", vec![pending])),
     );
+}
+
+#[tokio::test]
+async fn wait_returns_once_the_gateway_is_programmed() {
+    let (client, api) = MockApi::start(echo_writes);
+    queue_pending_gateway(&api);
     let events = api.queue_watch(GATEWAYS);
     let applying = tokio::spawn(async move {
         waypoint::apply(&client, &options(false, Some(Duration::from_secs(10)))).await
@@ -217,18 +222,7 @@ async fn wait_returns_once_the_gateway_is_programmed() {
 #[tokio::test]
 async fn wait_is_bounded_and_says_what_it_last_saw() {
     let (client, api) = MockApi::start(echo_writes);
-    let pending = gateway(
-        "shop",
-        "wp",
-        "istio-waypoint",
-        json!({}),
-        programmed("False", "Pending", None),
-    );
-    api.queue(
-        Verb::Get,
-        GATEWAYS,
-        Reply::Json(StatusCode::OK, list("7", vec![pending])),
-    );
+    queue_pending_gateway(&api);
     api.queue(Verb::Watch, GATEWAYS, Reply::Hang);
     let error = waypoint::apply(&client, &options(false, Some(Duration::from_millis(300))))
         .await

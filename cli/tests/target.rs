@@ -224,18 +224,10 @@ fn the_kubeconfig_and_context_flags_reach_that_cluster() {
     let config = kubeconfig(&dir, &server);
     let config = config.to_str().unwrap();
 
+    let fake = ["--kubeconfig", config, "--context", "fake"];
     let (code, stdout, stderr) = ambit(
         &dir,
-        &[
-            "--kubeconfig",
-            config,
-            "--context",
-            "fake",
-            "waypoint",
-            "list",
-            "-n",
-            "shop",
-        ],
+        &[&fake[..], &["waypoint", "list", "-n", "shop"]].concat(),
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(
@@ -243,21 +235,9 @@ fn the_kubeconfig_and_context_flags_reach_that_cluster() {
         "NAMESPACE  NAME  FOR       ADDRESS     PROGRAMMED\nshop       wp    workload  10.244.1.9  True\n"
     );
 
-    let (code, stdout, stderr) = ambit(
-        &dir,
-        &[
-            "--kubeconfig",
-            config,
-            "--context",
-            "fake",
-            "ztunnel-config",
-            "certificates",
-            "--node",
-            "node-a",
-            "--ztunnel-namespace",
-            "mesh",
-        ],
-    );
+    let ztunnel = "ztunnel-config certificates --node node-a --ztunnel-namespace mesh";
+    let args: Vec<&str> = fake.into_iter().chain(ztunnel.split_whitespace()).collect();
+    let (code, stdout, stderr) = ambit(&dir, &args);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(stdout, "IDENTITY\nspiffe://cluster.local/ns/shop/sa/wp\n");
 

@@ -78,6 +78,23 @@ impl ClusterError {
     }
 }
 
+impl ClusterError {
+    /// An API error while doing `action` on `what`, a 404 being [`ClusterError::NotFound`].
+    pub(crate) fn api_or_not_found(
+        what: impl Into<String>,
+        action: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Self {
+        let (what, action) = (what.into(), action.into());
+        move |source| {
+            if is_not_found(&source) {
+                Self::NotFound { what }
+            } else {
+                Self::Api { action, source }
+            }
+        }
+    }
+}
+
 /// Whether `error` is the API server's 404.
 pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)

@@ -81,18 +81,10 @@ pub async fn apply(client: &kube::Client, options: &ApplyOptions) -> Result<Stri
                 &Patch::Merge(&label),
             )
             .await
-            .map_err(|source| {
-                if is_not_found(&source) {
-                    ClusterError::NotFound {
-                        what: format!("namespace {namespace}"),
-                    }
-                } else {
-                    ClusterError::Api {
-                        action: format!("labeling namespace {namespace}"),
-                        source,
-                    }
-                }
-            })?;
+            .map_err(ClusterError::api_or_not_found(
+                format!("namespace {namespace}"),
+                format!("labeling namespace {namespace}"),
+            ))?;
         out.push_str(&format!(
             "namespace/{namespace} labeled {USE_WAYPOINT_LABEL}={name}\n"
         ));

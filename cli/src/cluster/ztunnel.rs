@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 
-use super::{ClusterError, is_not_found};
+use super::ClusterError;
 use crate::ztunnel_config::{Output, Resource, render};
 
 /// The namespace the charts install into (`helm install … -n ambit-system`).
@@ -49,18 +49,10 @@ pub async fn find(
         ZtunnelOn::Node(node) => Some(node.clone()),
         ZtunnelOn::PodsNode(pod_namespace, pod) => {
             let pods: Api<Pod> = Api::namespaced(client.clone(), pod_namespace);
-            let found = pods.get(pod).await.map_err(|source| {
-                if is_not_found(&source) {
-                    ClusterError::NotFound {
-                        what: format!("pod {pod_namespace}/{pod}"),
-                    }
-                } else {
-                    ClusterError::Api {
-                        action: format!("reading pod {pod_namespace}/{pod}"),
-                        source,
-                    }
-                }
-            })?;
+            let found = pods.get(pod).await.map_err(ClusterError::api_or_not_found(
+                format!("pod {pod_namespace}/{pod}"),
+                format!("reading pod {pod_namespace}/{pod}"),
+            ))?;
             let node = found
                 .spec
                 .and_then(|spec| spec.node_name)
