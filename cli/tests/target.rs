@@ -257,6 +257,16 @@ fn the_kubeconfig_and_context_flags_reach_that_cluster() {
         "GET /api/v1/namespaces/mesh/pods/ztunnel-x:15000/proxy/certs HTTP/1.1"
     );
 
+    // A missing waypoint: exit 1 and say so, or 0 with --ignore-not-found.
+    let delete = ["waypoint", "delete", "-n", "shop", "--name", "gone"];
+    let (code, stdout, stderr) = ambit(&dir, &[&fake[..], &delete].concat());
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(stderr, "ambit: waypoint shop/gone not found\n");
+    let ignoring = [&fake[..], &delete, &["--ignore-not-found"]].concat();
+    let (code, stdout, stderr) = ambit(&dir, &ignoring);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "waypoint shop/gone not found; nothing to delete\n");
+
     // Without --context, the current context (`other`, nothing listening) is used.
     let (code, _, stderr) = ambit(&dir, &["--kubeconfig", config, "waypoint", "list"]);
     assert_eq!(code, 1);
