@@ -82,9 +82,9 @@ fn without_a_local_mesh_or_a_kubeconfig_the_error_names_both() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A fake local mesh daemon answering every request with a waypoint table; sends each
-/// request it reads.
-fn fake_daemon(state: &Path) -> mpsc::Receiver<Value> {
+/// A fake local mesh daemon answering every request with `answer`; sends each request it
+/// reads.
+fn fake_daemon(state: &Path, answer: Value) -> mpsc::Receiver<Value> {
     std::fs::create_dir_all(state).unwrap();
     let listener = UnixListener::bind(state.join("ambit-local.sock")).unwrap();
     let (requests, received) = mpsc::channel();
@@ -98,11 +98,6 @@ fn fake_daemon(state: &Path) -> mpsc::Receiver<Value> {
                 continue;
             }
             let _ = requests.send(serde_json::from_str(&line).unwrap());
-            let answer = json!({
-                "result": "table",
-                "header": ["NAMESPACE", "NAME", "ADDRESS", "PROCESS"],
-                "rows": [["shop", "wp", "10.0.1.9", "running"]],
-            });
             writeln!(stream, "{answer}").unwrap();
         }
     });
@@ -112,7 +107,12 @@ fn fake_daemon(state: &Path) -> mpsc::Receiver<Value> {
 #[test]
 fn a_running_local_mesh_is_the_default_target() {
     let dir = scratch("local");
-    let daemon = fake_daemon(&dir.join("state"));
+    let table = json!({
+        "result": "table",
+        "header": ["NAMESPACE", "NAME", "ADDRESS", "PROCESS"],
+        "rows": [["shop", "wp", "10.0.1.9", "running"]],
+    });
+    let daemon = fake_daemon(&dir.join("state"), table);
     let (code, stdout, stderr) = ambit(&dir, &["waypoint", "list"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(
@@ -121,6 +121,29 @@ fn a_running_local_mesh_is_the_default_target() {
     );
     let request = daemon.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(request, json!({"op": "getWaypoints"}));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_local_delete_of_a_missing_waypoint_fails_unless_told_to_ignore_it() {
+    let dir = scratch("local-delete");
+    // What the daemon reports for an object it does not hold.
+    let missing =
+        json!({"result": "report", "done": [], "errors": ["Gateway shop/gone: not found"]});
+    let daemon = fake_daemon(&dir.join("state"), missing);
+    let delete = ["waypoint", "delete", "-n", "shop", "--name", "gone"];
+    let (code, _, stderr) = ambit(&dir, &delete);
+    assert_eq!(code, 1);
+    assert_eq!(stderr, "ambit: Gateway shop/gone: not found\n");
+    let request = daemon.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(request["op"], "delete");
+    assert!(
+        request["text"].as_str().unwrap().contains("name: gone"),
+        "{request}"
+    );
+    let (code, stdout, stderr) = ambit(&dir, &[&delete[..], &["--ignore-not-found"]].concat());
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(stdout, "waypoint shop/gone not found; nothing to delete\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
