@@ -17,7 +17,8 @@ const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 pub enum AdminError {
     /// Nothing answered at the address.
     #[error(
-        "cannot reach the admin server at {addr} ({source}); is ztunnel running, and is --admin right?"
+        "cannot reach the admin server at {addr} ({source}); is ztunnel running, and is --admin \
+         right? (for a cluster's ztunnel: --node NAME or --pod NAMESPACE/NAME)"
     )]
     Connect {
         /// The admin address.

@@ -1,5 +1,8 @@
 //! The command line, as clap parses it. Every verb of issue 6 is declared here with its flags,
 //! so `ambit --help` shows the whole surface; the ones not built yet say so when run.
+//!
+//! `waypoint` and `ztunnel-config` work against local mode or a cluster; the global
+//! `--local`, `--cluster`, `--kubeconfig` and `--context` flags ([`TargetArgs`]) choose.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,16 +10,54 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::target::TargetArgs;
 use crate::ztunnel_config::{Output, Resource};
 
 /// Ambit: a sidecarless service mesh. Run it on one machine with `ambit local`, inspect
 /// proxies, manage waypoints.
 #[derive(Debug, Parser)]
-#[command(name = "ambit", version)]
+#[command(
+    name = "ambit",
+    version,
+    after_help = "Target of `waypoint` and `ztunnel-config`: the local mesh when its daemon is \
+                  running (`ambit local up`; state in $AMBIT_LOCAL_DIR, default \
+                  /var/run/ambit-local), else the cluster of $KUBECONFIG or ~/.kube/config (or \
+                  the in-cluster service account). --local or --cluster (implied by --kubeconfig \
+                  and --context) choose explicitly."
+)]
 pub struct Cli {
+    /// Local mode or a cluster (for `waypoint` and `ztunnel-config`).
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Refuses target flags on verbs that only run on this machine (`check`, `local`, `demo`,
+    /// `install`): they would be silently ignored otherwise.
+    pub fn validate(&self) -> Result<(), String> {
+        let verb = match &self.command {
+            Command::ZtunnelConfig(args)
+                if self.target.local && (args.node.is_some() || args.pod.is_some()) =>
+            {
+                return Err("--node and --pod read a cluster's ztunnel; drop --local".to_owned());
+            }
+            Command::Waypoint(_) | Command::ZtunnelConfig(_) => return Ok(()),
+            Command::Check(_) => "check",
+            Command::Local(_) => "local",
+            Command::Demo(_) => "demo",
+            Command::Install(_) => "install",
+        };
+        if self.target.any() {
+            return Err(format!(
+                "--local, --cluster, --kubeconfig and --context apply to `waypoint` and \
+                 `ztunnel-config`, not to `{verb}`"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The verbs.
@@ -31,10 +72,12 @@ pub enum Command {
     /// Bring up local mode, run the sample app through mTLS, policy, routing and retries,
     /// report, tear down.
     Demo(DemoArgs),
-    /// Deploy, remove and list waypoints.
+    /// Deploy, remove and list waypoints (local mode or a cluster; see the target flags).
     #[command(subcommand)]
     Waypoint(WaypointCommand),
     /// Show what a ztunnel holds: workloads, services, policies, certificates, connections.
+    /// Reads the admin port at --admin, or a cluster's ztunnel with --node, --pod or a
+    /// cluster flag.
     ZtunnelConfig(ZtunnelConfigArgs),
     /// Print the manifests the Helm charts would install.
     Install(InstallArgs),
@@ -154,17 +197,30 @@ pub enum WaypointCommand {
         /// Also label the namespace istio.io/use-waypoint=<name>.
         #[arg(long)]
         enroll_namespace: bool,
+        /// Cluster: wait for the Gateway's Programmed condition (local mode: the apply
+        /// already returns once the waypoint runs).
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value = "120", value_parser = parse_seconds, requires = "wait")]
+        wait_timeout: Duration,
     },
-    /// Delete a waypoint.
+    /// Delete a waypoint (exits 1 if it does not exist, unless --ignore-not-found).
     Delete {
         #[command(flatten)]
         target: WaypointTarget,
+        /// A waypoint that does not exist is not an error.
+        #[arg(long)]
+        ignore_not_found: bool,
     },
     /// List waypoints.
     List {
         /// Only this namespace (all when omitted).
-        #[arg(short = 'n', long)]
+        #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
         namespace: Option<String>,
+        /// Every namespace (the default; for kubectl habits).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
     },
 }
 
@@ -200,9 +256,18 @@ pub struct ZtunnelConfigArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// The ztunnel's admin address.
-    #[arg(long, default_value = "127.0.0.1:15000")]
+    /// Local mode: the ztunnel's admin address.
+    #[arg(long, default_value = "127.0.0.1:15000", conflicts_with_all = ["node", "pod"])]
     pub admin: SocketAddr,
+    /// Cluster: the ztunnel of this node (implies the cluster).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Cluster: the ztunnel of this pod's node, as NAMESPACE/NAME (implies the cluster).
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_pod, conflicts_with = "node")]
+    pub pod: Option<(String, String)>,
+    /// Cluster: the namespace of the ztunnel pods.
+    #[arg(long, default_value = crate::cluster::ztunnel::DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
+    pub ztunnel_namespace: String,
     /// How long to wait for the admin server, in seconds.
     #[arg(long, default_value = "5", value_parser = parse_seconds)]
     pub timeout: Duration,
@@ -223,6 +288,18 @@ pub struct InstallArgs {
     /// Namespace to install into.
     #[arg(short = 'n', long, default_value = "ambit-system")]
     pub namespace: String,
+}
+
+/// `NAMESPACE/NAME`, both parts non-empty.
+fn parse_pod(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("give the pod as NAMESPACE/NAME, got {text:?}")),
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -262,6 +339,13 @@ mod tests {
             "ambit waypoint apply -n bookinfo --for all --enroll-namespace",
             "ambit waypoint delete -n bookinfo --name waypoint",
             "ambit waypoint list",
+            "ambit waypoint list -A",
+            "ambit --cluster waypoint apply -n shop --wait --wait-timeout 30",
+            "ambit waypoint delete --ignore-not-found --context prod",
+            "ambit --kubeconfig /tmp/kc waypoint list -n shop",
+            "ambit --local waypoint list",
+            "ambit ztunnel-config workloads --node node-a",
+            "ambit ztunnel-config certificates --pod default/curl --ztunnel-namespace mesh",
             "ambit ztunnel-config workloads -o json --admin 127.0.0.1:15000",
             "ambit ztunnel-config connections --timeout 0.5",
             "ambit install --dry-run -f values.yaml",
@@ -280,11 +364,56 @@ mod tests {
             "ambit ztunnel-config pods",
             "ambit ztunnel-config workloads --timeout 0",
             "ambit ztunnel-config workloads --admin localhost",
+            "ambit waypoint apply --wait-timeout 30",
+            "ambit waypoint apply --wait --wait-timeout 0",
+            "ambit waypoint list -A -n shop",
+            "ambit --local --cluster waypoint list",
+            "ambit --local --context prod waypoint list",
+            "ambit ztunnel-config workloads --pod curl",
+            "ambit ztunnel-config workloads --pod default/",
+            "ambit ztunnel-config workloads --pod /curl",
+            "ambit ztunnel-config workloads --pod a/b/c",
+            "ambit ztunnel-config workloads --node a --pod default/curl",
+            "ambit ztunnel-config workloads --node a --admin 127.0.0.1:15000",
         ] {
             assert!(
                 Cli::try_parse_from(line.split_whitespace()).is_err(),
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn the_pod_flag_is_split_and_target_flags_are_checked_per_verb() {
+        let cli = Cli::try_parse_from(
+            "ambit ztunnel-config workloads --pod default/curl".split_whitespace(),
+        )
+        .unwrap();
+        let Command::ZtunnelConfig(args) = &cli.command else {
+            panic!("{cli:?}");
+        };
+        assert_eq!(args.pod, Some(("default".to_owned(), "curl".to_owned())));
+        assert_eq!(args.ztunnel_namespace, "ambit-system");
+        assert!(!cli.target.any());
+        assert!(cli.validate().is_ok());
+
+        for line in [
+            "ambit --cluster ztunnel-config workloads",
+            "ambit --context prod waypoint list",
+            "ambit --local ztunnel-config workloads",
+        ] {
+            let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+            assert!(cli.validate().is_ok(), "{line}");
+        }
+        for line in [
+            "ambit --cluster local get pods",
+            "ambit --kubeconfig x check",
+            "ambit demo --context prod",
+            "ambit --local install --dry-run",
+            "ambit --local ztunnel-config workloads --node a",
+        ] {
+            let cli = Cli::try_parse_from(line.split_whitespace()).unwrap();
+            assert!(cli.validate().is_err(), "{line}");
         }
     }
 }

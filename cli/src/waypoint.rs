@@ -1,6 +1,6 @@
-//! `ambit waypoint apply|delete|list` against the local mesh: the same Gateway (class
-//! `istio-waypoint`) a user would apply on a cluster, sent to the local mesh daemon.
-//! TODO(issue 6): against a cluster through kube-rs; today only local mode is served.
+//! `ambit waypoint apply|delete|list`: the same Gateway (class `istio-waypoint`) sent to the
+//! local mesh daemon, or server-side applied to a cluster ([`crate::cluster::waypoint`]);
+//! [`crate::target`] chooses.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,10 +9,18 @@ use ambit_localmesh::daemon::{self, Request, Response};
 use anyhow::{Result, bail};
 
 use crate::args::{WaypointCommand, WaypointFor};
+use crate::cluster::waypoint::{self as cluster, ApplyOptions};
 use crate::local::state_dir;
 use crate::table::Table;
+use crate::target::{self, Target, TargetArgs};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// The class of waypoint Gateways.
+pub const WAYPOINT_CLASS: &str = "istio-waypoint";
+/// The Gateway label saying which traffic a waypoint handles.
+pub const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
+/// The namespace (or service, workload) label naming the waypoint to use.
+pub const USE_WAYPOINT_LABEL: &str = "istio.io/use-waypoint";
 
 /// The Gateway manifest for a waypoint.
 pub fn gateway_yaml(namespace: &str, name: &str, waypoint_for: WaypointFor) -> String {
@@ -29,18 +37,68 @@ pub fn gateway_yaml(namespace: &str, name: &str, waypoint_for: WaypointFor) -> S
     )
 }
 
-/// Runs one `ambit waypoint` verb; `Ok(code)` is the exit code.
-pub fn run(command: WaypointCommand) -> Result<u8> {
+/// Runs one `ambit waypoint` verb on the target `args` choose; `Ok(code)` is the exit code.
+pub fn run(command: WaypointCommand, args: &TargetArgs) -> Result<u8> {
     let state = state_dir();
+    match target::select(args, &state) {
+        Target::Local(state) => run_local(command, &state),
+        Target::Cluster => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = target::cluster_client(args, Some(&state)).await?;
+                let out = run_cluster(&client, command).await?;
+                print!("{out}");
+                anyhow::Ok(0)
+            })
+        }
+    }
+}
+
+/// Runs one verb against the cluster `client` talks to; returns what to print.
+pub async fn run_cluster(
+    client: &kube::Client,
+    command: WaypointCommand,
+) -> Result<String, crate::cluster::ClusterError> {
     match command {
         WaypointCommand::Apply {
             target,
             waypoint_for,
             enroll_namespace,
+            wait,
+            wait_timeout,
+        } => {
+            let options = ApplyOptions {
+                namespace: target.namespace,
+                name: target.name,
+                waypoint_for,
+                enroll_namespace,
+                wait: wait.then_some(wait_timeout),
+            };
+            cluster::apply(client, &options).await
+        }
+        WaypointCommand::Delete {
+            target,
+            ignore_not_found,
+        } => cluster::delete(client, &target.namespace, &target.name, ignore_not_found).await,
+        WaypointCommand::List { namespace, .. } => {
+            cluster::list(client, namespace.as_deref()).await
+        }
+    }
+}
+
+fn run_local(command: WaypointCommand, state: &Path) -> Result<u8> {
+    match command {
+        WaypointCommand::Apply {
+            target,
+            waypoint_for,
+            enroll_namespace,
+            ..
         } => {
             let yaml = gateway_yaml(&target.namespace, &target.name, waypoint_for);
             report(
-                &state,
+                state,
                 Request::Apply {
                     origin: format!("waypoint {}/{}", target.namespace, target.name),
                     text: yaml,
@@ -48,10 +106,10 @@ pub fn run(command: WaypointCommand) -> Result<u8> {
             )?;
             if enroll_namespace {
                 match daemon::call(
-                    &state,
+                    state,
                     &Request::Label {
                         namespace: target.namespace.clone(),
-                        key: "istio.io/use-waypoint".to_owned(),
+                        key: USE_WAYPOINT_LABEL.to_owned(),
                         value: Some(target.name.clone()),
                     },
                     CALL_TIMEOUT,
@@ -66,19 +124,39 @@ pub fn run(command: WaypointCommand) -> Result<u8> {
             }
             Ok(0)
         }
-        WaypointCommand::Delete { target } => {
+        WaypointCommand::Delete {
+            target,
+            ignore_not_found,
+        } => {
             let yaml = gateway_yaml(&target.namespace, &target.name, WaypointFor::Service);
-            report(
-                &state,
-                Request::Delete {
-                    origin: format!("waypoint {}/{}", target.namespace, target.name),
-                    text: yaml,
-                },
-            )?;
-            Ok(0)
+            let request = Request::Delete {
+                origin: format!("waypoint {}/{}", target.namespace, target.name),
+                text: yaml,
+            };
+            match daemon::call(state, &request, CALL_TIMEOUT)? {
+                // The daemon reports a missing object as `<key>: not found`.
+                Response::Report { errors, .. }
+                    if ignore_not_found
+                        && errors
+                            == [format!(
+                                "Gateway {}/{}: not found",
+                                target.namespace, target.name
+                            )] =>
+                {
+                    println!(
+                        "waypoint {}/{} not found; nothing to delete",
+                        target.namespace, target.name
+                    );
+                    Ok(0)
+                }
+                response => {
+                    print_report(response)?;
+                    Ok(0)
+                }
+            }
         }
-        WaypointCommand::List { namespace } => {
-            match daemon::call(&state, &Request::GetWaypoints, CALL_TIMEOUT)? {
+        WaypointCommand::List { namespace, .. } => {
+            match daemon::call(state, &Request::GetWaypoints, CALL_TIMEOUT)? {
                 Response::Table { header, rows } => {
                     let header: Vec<&str> = header.iter().map(String::as_str).collect();
                     let mut table = Table::new(&header);
@@ -101,7 +179,11 @@ pub fn run(command: WaypointCommand) -> Result<u8> {
 }
 
 fn report(state: &Path, request: Request) -> Result<()> {
-    match daemon::call(state, &request, CALL_TIMEOUT)? {
+    print_report(daemon::call(state, &request, CALL_TIMEOUT)?)
+}
+
+fn print_report(response: Response) -> Result<()> {
+    match response {
         Response::Report { done, errors } => {
             for line in done {
                 println!("{line}");
