@@ -62,8 +62,9 @@ pub struct PodIdentities {
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {
-            audiences: vec!["istio-ca".to_owned()],
-            ztunnel_namespace: "istio-system".to_owned(),
+            // What the charts give: ztunnel in the release namespace, tokens for `ambit`.
+            audiences: vec![crate::app::DEFAULT_TOKEN_AUDIENCE.to_owned()],
+            ztunnel_namespace: crate::app::DEFAULT_ZTUNNEL_NAMESPACE.to_owned(),
             ztunnel_service_account: "ztunnel".to_owned(),
             trust_domain: ambit_identity::DEFAULT_TRUST_DOMAIN.to_owned(),
         }
