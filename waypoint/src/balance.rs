@@ -17,9 +17,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ambit_identity::SpiffeId;
-use ambit_model::Workload;
 use ambit_model::destination_rule::{HashKey, LoadBalancer, TrafficPolicy};
 use ambit_model::route::Backend;
+use ambit_model::{Labels, Workload};
 use http::HeaderValue;
 use http::header::COOKIE;
 use http::request::Parts;
@@ -91,11 +91,13 @@ pub fn pick_backend<'b>(backends: &'b [Backend], rng: &mut impl Rng) -> Option<&
     None
 }
 
-/// The next endpoint of `entry` (round robin) that can take traffic on service port `port`.
+/// The next endpoint of `entry` (round robin) that can take traffic on service port `port`,
+/// among the workloads carrying every one of `labels` (a subset's) when given.
 pub fn pick_endpoint(
     snapshot: &Snapshot,
     entry: &ServiceEntry,
     port: u16,
+    labels: Option<&Labels>,
 ) -> Option<EndpointTarget> {
     let service = &entry.service;
     let endpoints: Vec<&String> = service.endpoints().keys().collect();
@@ -106,6 +108,11 @@ pub fn pick_endpoint(
     (0..endpoints.len()).find_map(|offset| {
         let uid = endpoints[(start + offset) % endpoints.len()];
         let workload = snapshot.workload(uid)?;
+        if let Some(labels) = labels
+            && !has_labels(workload, labels)
+        {
+            return None;
+        }
         let target_port = service.target_port(uid, port)?;
         let ip = *workload.ips().first()?;
         Some(endpoint(
@@ -115,6 +122,30 @@ pub fn pick_endpoint(
             service.subject_alt_names(),
         ))
     })
+}
+
+/// Whether `workload` carries every one of `labels`.
+fn has_labels(workload: &Workload, labels: &Labels) -> bool {
+    labels
+        .iter()
+        .all(|(key, value)| workload.labels().get(key) == Some(value))
+}
+
+/// The labels of subset `name` of `entry`'s DestinationRule; `503 NC` when there is no such
+/// subset.
+pub fn subset_labels<'s>(
+    snapshot: &'s Snapshot,
+    entry: &ServiceEntry,
+    name: &str,
+) -> Result<&'s Labels, ProxyError> {
+    let service = &entry.service;
+    snapshot
+        .destination_rule(&ServiceKey::of(service))
+        .and_then(|rule| rule.subset(name))
+        .map(|subset| &subset.labels)
+        .ok_or_else(|| {
+            ProxyError::unknown_subset(format!("{} has no subset {name:?}", service.hostname()))
+        })
 }
 
 /// Picks an endpoint of `entry` on service port `port` for one try of `request`, under the
@@ -150,9 +181,7 @@ pub fn pick(
         .filter_map(|uid| {
             let workload = snapshot.workload(uid)?;
             if let Some(labels) = labels
-                && !labels
-                    .iter()
-                    .all(|(key, value)| workload.labels().get(key) == Some(value))
+                && !has_labels(workload, labels)
             {
                 return None;
             }

@@ -1105,9 +1105,13 @@ fn mirror_target(
         ProxyError::bad_backend(format!("{} has no port {port}", entry.service.hostname()))
     })?;
     let protocol = upstream_protocol(service_port.protocol(), parts.version);
-    // TODO(subsets for mirrors): a mirror copy goes to any endpoint of the mirror service; its
-    // subset is not applied yet (the main request's pick is).
-    let endpoint = balance::pick_endpoint(snapshot, &entry, port)
+    // A copy goes to an endpoint of the mirror's subset, without the main request's
+    // DestinationRule state (pools, outlier ejection): mirrors are fire-and-forget.
+    let labels = match backend.subset.as_deref() {
+        Some(name) => Some(balance::subset_labels(snapshot, &entry, name)?),
+        None => None,
+    };
+    let endpoint = balance::pick_endpoint(snapshot, &entry, port, labels)
         .ok_or_else(ProxyError::no_healthy_upstream)?;
     let mut copy = Request::new(());
     *copy.method_mut() = parts.method.clone();
@@ -1184,7 +1188,7 @@ fn pick_tcp_endpoint(snapshot: &Snapshot, destination: &Destination) -> Option<E
         ));
     }
     let entry = destination.service.as_ref()?;
-    balance::pick_endpoint(snapshot, entry, destination.target.port())
+    balance::pick_endpoint(snapshot, entry, destination.target.port(), None)
 }
 
 /// HTTP/2 for declared h2/gRPC ports, HTTP/1.1 for declared HTTP ports, else what the client

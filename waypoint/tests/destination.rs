@@ -479,11 +479,32 @@ async fn virtual_service_subsets_reach_only_their_endpoints() {
     assert_eq!(backends[4].requests(), 0, "v3 is in no subset routed to");
 
     // Without the VirtualService, the service's every endpoint takes traffic.
-    publish_routed(&harness, 4, &eps, rules, json!([]));
+    publish_routed(&harness, 4, &eps, rules.clone(), json!([]));
     assert_eq!(
         reached(&mut client, 10, &[]).await,
         names(&["a1", "a2", "b1", "b2", "c1"])
     );
+
+    // A mirror to a subset: requests to v1, their copies to v2's endpoints only.
+    let mirrored = json!([{ "name": "cart", "namespace": "test", "spec": { "hosts": ["cart"], "http": [
+        { "route": [{ "destination": { "host": "cart", "subset": "v1" } }],
+          "mirror": { "host": "cart", "subset": "v2" } }
+    ] } }]);
+    publish_routed(&harness, 5, &eps, rules, mirrored);
+    let before: Vec<usize> = backends.iter().map(Backend::requests).collect();
+    assert_eq!(reached(&mut client, 10, &[]).await, names(&["a1", "a2"]));
+    let copies = |backends: &[Backend]| {
+        backends[2].requests() + backends[3].requests() - before[2] - before[3]
+    };
+    within(async {
+        while copies(&backends) < 10 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(copies(&backends), 10, "one copy per request, to v2");
+    assert!(backends[2].requests() > before[2] && backends[3].requests() > before[3]);
+    assert_eq!(backends[4].requests(), before[4], "v3 gets no copy");
 }
 
 #[tokio::test]
