@@ -195,6 +195,13 @@ fn waypoint_snapshot(scope: &MeshConfig) -> Result<Snapshot, ResourceError> {
                 .cloned()
                 .map(MeshResource::from),
         )
+        .chain(
+            scope
+                .local_rate_limits
+                .iter()
+                .cloned()
+                .map(MeshResource::from),
+        )
         .collect::<Vec<_>>();
     Snapshot::from_resources(&resources)
 }

@@ -79,6 +79,12 @@ pub(crate) const WATCHED_KINDS: &[KindApi] = &[
         "v1",
         "serviceentries",
     ),
+    api(
+        Kind::LocalRateLimit,
+        "ambit.dev",
+        "v1alpha1",
+        "localratelimits",
+    ),
 ];
 
 /// The annotation `kubectl apply` (client side) leaves: a full copy of the object.

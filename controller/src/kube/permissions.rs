@@ -61,6 +61,7 @@ pub const API_PERMISSIONS: &[ApiPermission] = &[
     perm("networking.istio.io", "virtualservices", WATCHED),
     perm("networking.istio.io", "destinationrules", WATCHED),
     perm("networking.istio.io", "serviceentries", WATCHED),
+    perm("ambit.dev", "localratelimits", WATCHED),
     // Waypoint deployer.
     perm("apps", "deployments", APPLIED),
     perm("gateway.networking.k8s.io", "gateways/status", STATUS),

@@ -51,6 +51,8 @@ pub enum Kind {
     ServiceEntry,
     /// `security.istio.io/v1` RequestAuthentication (not yet translated).
     RequestAuthentication,
+    /// `ambit.dev/v1alpha1` LocalRateLimit (Ambit's own kind, docs/ratelimit.md).
+    LocalRateLimit,
 }
 
 /// Identifies one object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -130,6 +132,7 @@ impl Kind {
             (_, "networking.istio.io", "VirtualService") => Self::VirtualService,
             (_, "networking.istio.io", "DestinationRule") => Self::DestinationRule,
             (_, "networking.istio.io", "ServiceEntry") => Self::ServiceEntry,
+            (_, "ambit.dev", "LocalRateLimit") => Self::LocalRateLimit,
             _ => return None,
         };
         let version_ok = match known {
@@ -138,6 +141,7 @@ impl Kind {
             | Self::Service
             | Self::ServiceAccount
             | Self::EndpointSlice => true,
+            Self::LocalRateLimit => api_version == "ambit.dev/v1alpha1",
             _ => matches!(
                 api_version.rsplit_once('/').map(|(_, v)| v),
                 Some("v1" | "v1beta1")
@@ -163,6 +167,7 @@ impl Kind {
             Self::DestinationRule => "DestinationRule",
             Self::ServiceEntry => "ServiceEntry",
             Self::RequestAuthentication => "RequestAuthentication",
+            Self::LocalRateLimit => "LocalRateLimit",
         }
     }
 
@@ -181,6 +186,7 @@ impl Kind {
                 | Self::DestinationRule
                 | Self::ServiceEntry
                 | Self::RequestAuthentication
+                | Self::LocalRateLimit
         )
     }
 }

@@ -1,8 +1,10 @@
-//! The waypoint-only kinds → model objects: GRPCRoute, VirtualService, DestinationRule and
-//! RequestAuthentication. Their specs are kept as written by the sources; the model's
+//! The waypoint-only kinds → model objects: GRPCRoute, VirtualService, DestinationRule,
+//! RequestAuthentication and LocalRateLimit. Their specs are kept as written by the sources; the model's
 //! constructors (through serde) validate them and name the field at fault.
 
-use ambit_model::{DestinationRule, GrpcRoute, RequestAuthentication, VirtualService};
+use ambit_model::{
+    DestinationRule, GrpcRoute, LocalRateLimit, RequestAuthentication, VirtualService,
+};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -16,6 +18,7 @@ pub(crate) struct L7Objects {
     pub(crate) virtual_services: Vec<VirtualService>,
     pub(crate) destination_rules: Vec<DestinationRule>,
     pub(crate) request_authentications: Vec<RequestAuthentication>,
+    pub(crate) local_rate_limits: Vec<LocalRateLimit>,
 }
 
 /// Whether this module translates objects of `kind`.
@@ -26,6 +29,7 @@ pub(crate) fn translates(kind: Kind) -> bool {
             | Kind::VirtualService
             | Kind::DestinationRule
             | Kind::RequestAuthentication
+            | Kind::LocalRateLimit
     )
 }
 
@@ -45,6 +49,7 @@ pub(crate) fn translate(resources: &Resources, errors: &mut Errors) -> L7Objects
             Kind::RequestAuthentication => {
                 push(&mut out.request_authentications, value, &mut report);
             }
+            Kind::LocalRateLimit => push(&mut out.local_rate_limits, value, &mut report),
             _ => {}
         }
     }
@@ -102,6 +107,20 @@ spec:
   targetRefs: [{group: "", kind: Service, name: reviews}]
   jwtRules: [{issuer: "https://issuer.test", jwks: '{"keys":[]}'}]
 ---
+apiVersion: ambit.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: limits, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: reviews}]
+  rules: [{tokensPerFill: 5, fillInterval: 1s, maxTokens: 5}]
+---
+apiVersion: ambit.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: zero, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: reviews}]
+  rules: [{tokensPerFill: 0, fillInterval: 1s, maxTokens: 5}]
+---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: broken, namespace: shop}
@@ -114,8 +133,17 @@ spec: {http: []}
         assert_eq!(out.destination_rules.len(), 1);
         assert_eq!(out.grpc_routes.len(), 1);
         assert_eq!(out.request_authentications.len(), 1);
+        assert_eq!(out.local_rate_limits.len(), 1);
+        assert_eq!(out.local_rate_limits[0].name(), "limits");
         let errors = errors.into_sorted();
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].to_string().contains("broken"), "{}", errors[0]);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|e| e.contains("broken")), "{text:?}");
+        assert!(
+            text.iter().any(|e| e.contains("LocalRateLimit")
+                && e.contains("zero")
+                && e.contains("tokensPerFill")),
+            "{text:?}"
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use ambit_identity::DEFAULT_TRUST_DOMAIN;
 use ambit_model::{
-    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, PeerAuthentication,
+    AuthorizationPolicy, DestinationRule, GrpcRoute, HttpRoute, LocalRateLimit, PeerAuthentication,
     RequestAuthentication, Service, VirtualService, WaypointFor, WaypointRef, Workload,
 };
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,9 @@ pub struct MeshConfig {
     /// RequestAuthentications with `targetRefs` (for waypoints).
     #[serde(default)]
     pub request_authentications: Vec<RequestAuthentication>,
+    /// LocalRateLimits (for waypoints; docs/ratelimit.md).
+    #[serde(default)]
+    pub local_rate_limits: Vec<LocalRateLimit>,
     /// The usable waypoints (Gateways of class `istio-waypoint`), by namespace and name.
     #[serde(default)]
     pub waypoints: Vec<MeshWaypoint>,
@@ -181,6 +184,7 @@ pub fn translate(
         virtual_services: l7.virtual_services,
         destination_rules: l7.destination_rules,
         request_authentications: l7.request_authentications,
+        local_rate_limits: l7.local_rate_limits,
         waypoints: waypoints.listed(),
     };
     let errors = errors.into_sorted();

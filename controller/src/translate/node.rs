@@ -39,6 +39,7 @@ pub fn for_node(config: &MeshConfig, node: &str) -> MeshConfig {
         virtual_services: Vec::new(),
         destination_rules: Vec::new(),
         request_authentications: Vec::new(),
+        local_rate_limits: Vec::new(),
         waypoints: Vec::new(),
     }
 }

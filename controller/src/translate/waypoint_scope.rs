@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 
 use ambit_model::authz::PolicyTargetReference;
+use ambit_model::rate_limit::RateLimitTarget;
 use ambit_model::{AuthorizationPolicy, HttpRoute, PolicyScope, Service};
 
 use super::{MeshConfig, MeshWaypoint};
@@ -17,7 +18,8 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 ///   `istio-waypoint` GatewayClass (from the root namespace);
 /// - the HTTPRoutes and GRPCRoutes whose `parentRefs` name one of its services or the
 ///   waypoint itself, the VirtualServices whose hosts are its services, the DestinationRules
-///   of its services, and the RequestAuthentications attached to it or its services;
+///   of its services, and the RequestAuthentications and LocalRateLimits attached to it or
+///   its services;
 /// - itself, in `waypoints`.
 ///
 /// Peer authentications are left out: a waypoint only speaks HBONE, which is always mTLS.
@@ -86,6 +88,19 @@ pub fn for_waypoint(config: &MeshConfig, namespace: &str, name: &str) -> Option<
         })
         .cloned()
         .collect();
+    let local_rate_limits = config
+        .local_rate_limits
+        .iter()
+        .filter(|limit| {
+            limit.targets().iter().any(|target| match target {
+                RateLimitTarget::Service(service) => bound.contains(&(limit.namespace(), service)),
+                RateLimitTarget::Gateway(gateway) => {
+                    limit.namespace() == waypoint.namespace && *gateway == waypoint.name
+                }
+            })
+        })
+        .cloned()
+        .collect();
     Some(MeshConfig {
         trust_domain: config.trust_domain.clone(),
         root_namespace: config.root_namespace.clone(),
@@ -98,6 +113,7 @@ pub fn for_waypoint(config: &MeshConfig, namespace: &str, name: &str) -> Option<
         virtual_services,
         destination_rules,
         request_authentications,
+        local_rate_limits,
         waypoints: vec![waypoint.clone()],
     })
 }
@@ -161,4 +177,71 @@ fn attaches(route: &HttpRoute, waypoint: &MeshWaypoint, bound: &BTreeSet<(&str, 
             && parent.name == waypoint.name
     });
     to_service || to_waypoint
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::local::{collect, parse_file};
+    use crate::translate::{TranslateOptions, translate};
+
+    #[test]
+    fn a_waypoint_gets_the_rate_limits_on_it_and_its_services_only() {
+        let yaml = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+  addresses: [{value: 10.96.0.100}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop, labels: {istio.io/use-waypoint: waypoint}}
+spec: {clusterIP: 10.96.0.20, selector: {app: cart}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain, namespace: shop}
+spec: {clusterIP: 10.96.0.21, selector: {app: plain}, ports: [{name: http, port: 80}]}
+---
+apiVersion: ambit.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: on-cart, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: cart}]
+  rules: [{tokensPerFill: 1, fillInterval: 1s, maxTokens: 1}]
+---
+apiVersion: ambit.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: on-waypoint, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+  rules: [{tokensPerFill: 1, fillInterval: 1s, maxTokens: 1}]
+---
+apiVersion: ambit.dev/v1alpha1
+kind: LocalRateLimit
+metadata: {name: on-plain, namespace: shop}
+spec:
+  targetRefs: [{group: "", kind: Service, name: plain}]
+  rules: [{tokensPerFill: 1, fillInterval: 1s, maxTokens: 1}]
+"#;
+        let (located, errors) = parse_file(Path::new("limits.yaml"), yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (resources, errors) = collect(located);
+        assert!(errors.is_empty(), "{errors:?}");
+        let (config, errors) = translate(&resources, &TranslateOptions::default());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(config.local_rate_limits.len(), 3);
+        let scope = for_waypoint(&config, "shop", "waypoint").expect("a usable waypoint");
+        let names: Vec<&str> = scope.local_rate_limits.iter().map(|l| l.name()).collect();
+        assert_eq!(names, ["on-cart", "on-waypoint"]);
+    }
 }
