@@ -224,7 +224,6 @@ impl Collector for ServerCollector {
             let labels = [("reason", reason)];
             ConstCounter::new(value).encode(refused.encode_family(&labels)?)?;
         }
-        drop(refused);
         let connected = ConstGauge::new(i64::try_from(config.connected).unwrap_or(i64::MAX));
         connected.encode(encoder.encode_descriptor(
             "ambit_controller_connected_proxies",
