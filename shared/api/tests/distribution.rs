@@ -561,6 +561,8 @@ async fn a_waypoint_may_subscribe_only_to_the_scope_of_its_identity() {
         status.message().contains("other-sa") && status.message().contains("shop/waypoint"),
         "the refusal names caller and scope: {status:?}"
     );
+    // Published, yet no waypoint the controller knows: refused at once.
+    config.publish(ScopeKey::waypoint("shop", "unknown"), snapshot(&[]));
     for scope in [waypoint_scope("unknown"), node_scope("node-a")] {
         let status = subscribe_raw(&server, Some(WAYPOINT_TOKEN), scope)
             .await
@@ -636,4 +638,72 @@ async fn the_client_rereads_its_token_file_on_reconnect() {
     wait_version(&mut client.config(), version).await;
     assert_eq!(workload_names(&client.current()), ["a"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_waypoint_subscribing_before_its_gateway_is_known_waits_for_the_first_publish() {
+    let tokens = StaticTokens::new();
+    tokens.insert(
+        WAYPOINT_TOKEN,
+        Caller::Waypoint(waypoint_id("waypoint-sa")),
+        None,
+    );
+    // What the controller knows of waypoints: nothing until its first translation.
+    let known = Arc::new(std::sync::RwLock::new(None::<SpiffeId>));
+    let (asked, mut asked_rx) = watch::channel(0u32);
+    let access = ScopeAccess::new({
+        let known = known.clone();
+        move |_: &str, _: &str| {
+            asked.send_modify(|n| *n += 1);
+            known.read().unwrap().clone()
+        }
+    });
+    let config = fast_server().with_authenticator(Arc::new(tokens), access);
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let subscribing = tokio::spawn({
+        let uri = server.uri();
+        async move {
+            let mut raw = ConfigDistributionClient::connect(uri.to_string())
+                .await
+                .unwrap();
+            let subscribe = proto::SubscribeRequest {
+                message: Some(subscribe_request::Message::Subscribe(proto::Subscribe {
+                    scope: Some(proto::Scope {
+                        kind: Some(waypoint_scope("waypoint")),
+                    }),
+                    client: None,
+                })),
+            };
+            let outbound =
+                futures_util::stream::iter([subscribe]).chain(futures_util::stream::pending());
+            let mut request = tonic::Request::new(outbound);
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {WAYPOINT_TOKEN}").parse().unwrap(),
+            );
+            raw.subscribe(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    });
+    // The server asked about the Gateway before anything was published: it now waits.
+    tokio::time::timeout(WAIT, asked_rx.wait_for(|n| *n >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    // The translation makes the Gateway known, then publishes its scope.
+    *known.write().unwrap() = Some(waypoint_id("waypoint-sa"));
+    let version = config.publish(ScopeKey::waypoint("shop", "waypoint"), snapshot(&[]));
+    let mut updates = tokio::time::timeout(WAIT, subscribing)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("served once the scope is published");
+    let first = tokio::time::timeout(WAIT, updates.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a full update");
+    assert_eq!(first.version, version);
+    assert_eq!(config.stats().denied, 0);
 }

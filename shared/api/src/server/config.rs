@@ -374,8 +374,10 @@ impl ConfigDistribution for ConfigService {
             ));
         };
         let info = subscribe.client.unwrap_or_default();
+        let mut published = self.shared.scope(&scope).subscribe();
         if let Some((auth, caller)) = &subscriber {
-            self.authorize(auth, caller, &scope, peer)?;
+            self.authorize(auth, caller, &scope, &mut published, peer)
+                .await?;
         }
         tracing::info!(
             client = %info.id,
@@ -385,7 +387,6 @@ impl ConfigDistribution for ConfigService {
             serving = %info.serving_version,
             "config client subscribed"
         );
-        let published = self.shared.scope(&scope).subscribe();
         let connection = self.shared.add_client(ClientStatus {
             id: info.id,
             build_version: info.build_version,
@@ -440,15 +441,32 @@ impl ConfigService {
         }
     }
 
-    /// Whether `caller` may receive `scope`.
-    fn authorize(
+    /// Whether `caller` may receive `scope`. A waypoint scope never published may be a Gateway
+    /// the controller has not translated yet (it has just started): the answer waits for the
+    /// scope's first publish, up to [`SUBSCRIBE_TIMEOUT`], rather than refusing a waypoint that
+    /// would then back off for seconds.
+    async fn authorize(
         &self,
         auth: &SubscriberAuth,
         caller: &Caller,
         scope: &ScopeKey,
+        published: &mut watch::Receiver<Option<Published>>,
         peer: Option<SocketAddr>,
     ) -> Result<(), Status> {
-        auth.access.check(caller, scope).map_err(|denied| {
+        let mut checked = auth.access.check(caller, scope);
+        let unpublished = published.borrow().is_none();
+        let waypoint = matches!(
+            (caller, scope),
+            (Caller::Waypoint(_), ScopeKey::Waypoint { .. })
+        );
+        if checked.is_err() && unpublished && waypoint {
+            tokio::select! {
+                _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, published.wait_for(Option::is_some)) => {}
+                () = self.shared.shutdown.cancelled() => {}
+            }
+            checked = auth.access.check(caller, scope);
+        }
+        checked.map_err(|denied| {
             self.shared.refused(&self.shared.stats.denied);
             let message = format!("{caller} may not subscribe to {scope}: {denied}");
             tracing::warn!(?peer, reason = %message, "refused config subscription");
