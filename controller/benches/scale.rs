@@ -139,7 +139,17 @@ async fn against_the_binary(
 ) -> anyhow::Result<()> {
     let ready_file = state.join("ready.json");
     let started = Instant::now();
-    let controller = Controller::start(state, config_dir, &ready_file)?;
+    // The controller serves each node's scope only to that node's token.
+    let tokens_file = state.join("tokens.yaml");
+    let tokens: String = std::iter::once("nodes:\n".to_owned())
+        .chain(
+            nodes
+                .iter()
+                .map(|node| format!("  {node}: {}\n", bench_token(node))),
+        )
+        .collect();
+    std::fs::write(&tokens_file, tokens).context("writing the token file")?;
+    let controller = Controller::start(state, config_dir, &ready_file, &tokens_file)?;
     let bound = wait_for_ready_file(&ready_file, Duration::from_secs(120)).await?;
     let uri: http::Uri = format!("http://{}", bound.grpc).parse()?;
     // The ready file comes before the first translation; readiness waits for it.
@@ -153,13 +163,15 @@ async fn against_the_binary(
     let clients: Vec<ConfigClient> = nodes
         .iter()
         .map(|node| {
-            ConfigClient::start(
+            let options =
+                ConfigClientOptions::new(format!("bench/{node}")).with_token(&bench_token(node))?;
+            Ok(ConfigClient::start(
                 uri.clone(),
                 ScopeKey::node(node),
-                ConfigClientOptions::new(format!("bench/{node}")),
-            )
+                options,
+            ))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     for client in &clients {
         let mut config = client.config();
         tokio::time::timeout(
@@ -240,8 +252,18 @@ struct Controller {
     child: Child,
 }
 
+/// The bootstrap token of `node` (16 characters at least, as the controller requires).
+fn bench_token(node: &str) -> String {
+    format!("bench-token-0123-{node}")
+}
+
 impl Controller {
-    fn start(state: &Path, config_dir: &Path, ready_file: &Path) -> anyhow::Result<Self> {
+    fn start(
+        state: &Path,
+        config_dir: &Path,
+        ready_file: &Path,
+        tokens_file: &Path,
+    ) -> anyhow::Result<Self> {
         let binary = env!("CARGO_BIN_EXE_ambit-controller");
         // The controller logs to stdout; shown only when asked for, beside the table.
         let (log_level, log_output) = match std::env::var("AMBIT_BENCH_LOG") {
@@ -259,6 +281,8 @@ impl Controller {
             .args(["--debounce-ms", &DEBOUNCE_MS.to_string()])
             .arg("--ready-file")
             .arg(ready_file)
+            .arg("--node-tokens")
+            .arg(tokens_file)
             .env("RUST_LOG", log_level)
             .stdout(log_output)
             .stderr(Stdio::inherit())

@@ -2,11 +2,14 @@
 //! metrics and readiness servers, graceful shutdown.
 //!
 //! Two modes, chosen by flag:
-//! - **local** (`--config-dir DIR`): a watched folder of YAML; CA callers present bootstrap
-//!   tokens from `--node-tokens`.
+//! - **local** (`--config-dir DIR`): a watched folder of YAML; CA and config callers present
+//!   bootstrap tokens from `--node-tokens`.
 //! - **Kubernetes** (`--kube`): the API server (in-cluster config, else kubeconfig) through
-//!   [`KubeSource`]; CA callers present projected ServiceAccount tokens checked by TokenReview,
-//!   and may get the identities of the pods on their node ([`PodIdentities`]). After each
+//!   [`KubeSource`]; CA and config callers present projected ServiceAccount tokens checked by
+//!   TokenReview, and may get the identities of the pods on their node ([`PodIdentities`]).
+//!
+//! In both modes a config subscriber gets only its own scope: a ztunnel its node's, a waypoint
+//! its Gateway's ([`Pipeline::scope_access`]). After each
 //!   translation, waypoints are deployed and statuses written in a background task
 //!   ([`KubeWriters`]) that never holds up config pushes.
 
@@ -56,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     pub config_dir: Option<PathBuf>,
     /// Kubernetes mode: watch the API server (in-cluster config, else kubeconfig), deploy
-    /// waypoints, write statuses, and authenticate CA callers by TokenReview.
+    /// waypoints, write statuses, and authenticate CA and config callers by TokenReview.
     #[arg(long)]
     pub kube: bool,
     /// State folder: the CA root is generated here on first start (`ca/`) and reused after.
@@ -67,8 +70,8 @@ pub struct Args {
     #[arg(long)]
     pub ca_dir: Option<PathBuf>,
     /// Local-mode bootstrap tokens: YAML `nodes: {node: token}` and
-    /// `waypoints: {namespace/name: token}` (see the `tokens` module). Without it, the CA
-    /// accepts no caller.
+    /// `waypoints: {namespace/name: token}` (see the `tokens` module). Without it, the CA and
+    /// config distribution accept no caller.
     #[arg(long, conflicts_with = "kube")]
     pub node_tokens: Option<PathBuf>,
     /// Kubernetes mode: the waypoint object templates (`serviceaccount.yaml`,
@@ -84,7 +87,8 @@ pub struct Args {
     /// on their node.
     #[arg(long, default_value = DEFAULT_ZTUNNEL_SERVICE_ACCOUNT, conflicts_with = "config_dir")]
     pub ztunnel_service_account: String,
-    /// Kubernetes mode: an audience CA callers' tokens must be valid for (repeatable).
+    /// Kubernetes mode: an audience CA and config callers' tokens must be valid for
+    /// (repeatable).
     #[arg(long = "token-audience", default_value = DEFAULT_TOKEN_AUDIENCE, conflicts_with = "config_dir")]
     pub token_audiences: Vec<String>,
     /// Config distribution and CA (gRPC), Istio's port.
@@ -180,6 +184,9 @@ pub async fn run_with_client(
         authorizer,
         writers,
     } = mode;
+    // The same callers as the CA's; set before the server is served.
+    let config_server =
+        config_server.with_authenticator(authenticator.clone(), pipeline.scope_access());
 
     let loaded = load_or_generate(
         &args.trust_domain,
@@ -314,7 +321,9 @@ fn local_mode(
     let tokens = match &args.node_tokens {
         Some(path) => NodeTokens::load(path)?,
         None => {
-            tracing::warn!("no --node-tokens: the CA will refuse every request");
+            tracing::warn!(
+                "no --node-tokens: the CA and config distribution will refuse every caller"
+            );
             NodeTokens::default()
         }
     };
@@ -363,7 +372,7 @@ fn kube_mode(
     tracing::info!(
         ztunnel = %format!("{}/{}", settings.ztunnel_namespace, settings.ztunnel_service_account),
         audiences = ?settings.audiences,
-        "CA callers authenticate by TokenReview"
+        "CA and config callers authenticate by TokenReview"
     );
     let identities = PodIdentities::new(args.trust_domain.clone());
     let source = KubeSource::start(

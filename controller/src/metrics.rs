@@ -209,6 +209,21 @@ impl Collector for ServerCollector {
                 counter.metric_type(),
             )?)?;
         }
+        let mut refused = encoder.encode_descriptor(
+            "ambit_controller_config_subscriptions_refused",
+            "Config subscriptions refused, by reason",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("unauthenticated", config.unauthenticated),
+            ("denied", config.denied),
+            ("invalid", config.bad_subscriptions),
+            ("unavailable", config.auth_unavailable),
+        ] {
+            let labels = [("reason", reason)];
+            ConstCounter::new(value).encode(refused.encode_family(&labels)?)?;
+        }
         let connected = ConstGauge::new(i64::try_from(config.connected).unwrap_or(i64::MAX));
         connected.encode(encoder.encode_descriptor(
             "ambit_controller_connected_proxies",

@@ -6,13 +6,13 @@
 //! debounce window before translating. [`Pipeline::apply`] does one round: translate, log and
 //! count problems (each object's problem skips only that object), build every scope, publish
 //! (the server ignores a scope whose content did not change), and update what the CA's
-//! authorizer and the waypoint tokens need to know.
+//! authorizer, the config server's scope access and the waypoint tokens need to know.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use ambit_api::server::{HostedIdentities, StaticTokens};
+use ambit_api::server::{HostedIdentities, ScopeAccess, StaticTokens};
 use ambit_api::{ConfigServer, ScopeKey, Snapshot as ScopeSnapshot};
 use ambit_identity::SpiffeId;
 use ambit_runtime::{DrainWatch, ReadyToken};
@@ -28,6 +28,10 @@ use crate::translate::{self, MeshConfig, TranslateOptions};
 /// "may this node's ztunnel hold this identity?".
 type HostedIndex = Arc<RwLock<HashMap<String, HashSet<SpiffeId>>>>;
 
+/// The identity each translated waypoint (Gateway namespace, name) runs as: the config
+/// server's answer to "may this waypoint subscribe to this waypoint scope?".
+type WaypointIndex = Arc<RwLock<HashMap<(String, String), SpiffeId>>>;
+
 /// Translates snapshots and publishes scopes into a [`ConfigServer`].
 #[derive(Debug)]
 pub struct Pipeline {
@@ -36,6 +40,7 @@ pub struct Pipeline {
     metrics: Option<ControllerMetrics>,
     tokens: Option<(NodeTokens, Arc<StaticTokens>)>,
     hosted: HostedIndex,
+    waypoint_identities: WaypointIndex,
     /// Every node that ever had a workload, a token or a subscriber: each keeps receiving the
     /// shared part of the config.
     nodes: BTreeSet<String>,
@@ -88,6 +93,7 @@ impl Pipeline {
             metrics: None,
             tokens: None,
             hosted: HostedIndex::default(),
+            waypoint_identities: WaypointIndex::default(),
             nodes: BTreeSet::new(),
             waypoints: BTreeSet::new(),
             payloads: scopes::Payloads::default(),
@@ -129,6 +135,21 @@ impl Pipeline {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(node)
                 .is_some_and(|ids| ids.contains(identity))
+        })
+    }
+
+    /// Who may subscribe to which scope, over this pipeline's view: a node's ztunnel to its
+    /// node's scope; a waypoint to the scope of a translated waypoint whose identity (its
+    /// Gateway's service account) is the waypoint's own. A waypoint not translated yet is
+    /// nobody's: its proxy is refused and retries.
+    pub fn scope_access(&self) -> ScopeAccess {
+        let identities = self.waypoint_identities.clone();
+        ScopeAccess::new(move |namespace, name| {
+            identities
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .cloned()
         })
     }
 
@@ -265,6 +286,8 @@ impl Pipeline {
         changed
     }
 
+    /// Updates the CA's and the config server's view: pods' identities per node, waypoints'
+    /// identities.
     fn update_hosted(&self, config: &MeshConfig) {
         let mut hosted: HashMap<String, HashSet<SpiffeId>> = HashMap::new();
         for workload in config.workloads.iter().filter(|w| w.is_enrolled()) {
@@ -277,6 +300,20 @@ impl Pipeline {
             .hosted
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = hosted;
+        let waypoints = config
+            .waypoints
+            .iter()
+            .map(|w| {
+                (
+                    (w.namespace.clone(), w.name.clone()),
+                    w.reference.identity.clone(),
+                )
+            })
+            .collect();
+        *self
+            .waypoint_identities
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = waypoints;
     }
 
     /// Logs each problem the first round it appears (with file, document, object and field),

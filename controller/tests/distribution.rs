@@ -10,10 +10,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use ambit_api::client::ClientStats;
-use ambit_api::{ConfigClient, ConfigClientOptions, ConfigView, ScopeKey};
+use ambit_api::{ConfigClient, ConfigView, ScopeKey};
 use common::{
-    Controller, Dirs, node_client, node_name, pod_yaml, pods_yaml, policy_yaml, sample, token_file,
-    wait_for,
+    Controller, Dirs, WAYPOINT_TOKEN, client_with_token, node_client, node_name, pod_yaml,
+    pods_yaml, policy_yaml, sample, token, token_file, wait_for,
 };
 
 const NODES: usize = 24;
@@ -82,13 +82,11 @@ async fn ztunnels_get_their_node_scope_and_only_affected_ones_get_updates() {
     dirs.write_config("policies.yaml", &policy_yaml("allow-web-03", "web-03"));
     let controller = Controller::start(&dirs, &[]).await;
 
-    let clients: Vec<ConfigClient> = (0..NODES)
-        .map(|i| node_client(&controller, &node_name(i)))
-        .collect();
-    let waypoint = ConfigClient::start(
-        controller.uri(),
+    let clients: Vec<ConfigClient> = (0..NODES).map(|i| node_client(&controller, i)).collect();
+    let waypoint = client_with_token(
+        &controller,
         ScopeKey::waypoint("shop", "waypoint"),
-        ConfigClientOptions::new("waypoint/shop/waypoint"),
+        WAYPOINT_TOKEN,
     );
     for client in &clients {
         wait_view(client, "initial sync", ConfigView::is_synced).await;
@@ -169,9 +167,10 @@ async fn ztunnels_get_their_node_scope_and_only_affected_ones_get_updates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_object_is_reported_and_skipped_while_the_rest_applies() {
     let dirs = Dirs::new();
+    std::fs::write(dirs.tokens(), token_file(4)).unwrap();
     dirs.write_config("pods.yaml", &pods_yaml(4));
     let controller = Controller::start(&dirs, &[]).await;
-    let client = node_client(&controller, &node_name(1));
+    let client = node_client(&controller, 1);
     wait_view(&client, "sync", ConfigView::is_synced).await;
 
     // Document 1 has an invalid action; documents 0 and 2 are fine.
@@ -213,12 +212,11 @@ async fn invalid_object_is_reported_and_skipped_while_the_rest_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_keep_last_config_when_controller_dies_and_resync_after_restart() {
     let dirs = Dirs::new();
+    std::fs::write(dirs.tokens(), token_file(3)).unwrap();
     dirs.write_config("pods.yaml", &pods_yaml(3));
     let controller = Controller::start(&dirs, &[]).await;
     let grpc = controller.addrs.grpc.to_string();
-    let clients: Vec<ConfigClient> = (0..3)
-        .map(|i| node_client(&controller, &node_name(i)))
-        .collect();
+    let clients: Vec<ConfigClient> = (0..3).map(|i| node_client(&controller, i)).collect();
     for client in &clients {
         wait_view(client, "sync", ConfigView::is_synced).await;
     }
@@ -268,4 +266,60 @@ async fn without_a_source_the_binary_says_what_to_pass() {
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("--config-dir"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_only_the_scope_their_token_allows() {
+    let dirs = Dirs::new();
+    std::fs::write(dirs.tokens(), token_file(2)).unwrap();
+    dirs.write_config("pods.yaml", &pods_yaml(2));
+    dirs.write_config("waypoint.yaml", WAYPOINT_YAML);
+    let controller = Controller::start(&dirs, &[]).await;
+    let node_0 = ScopeKey::node(node_name(0));
+    let other_node = client_with_token(&controller, node_0.clone(), &token(1));
+    let waypoint_as_node = client_with_token(&controller, node_0.clone(), WAYPOINT_TOKEN);
+    let unknown = client_with_token(&controller, node_0.clone(), "not-a-bootstrap-token");
+    let refusal = |caller: &'static str| {
+        move |line: &serde_json::Value| {
+            line["message"] == "refused config subscription"
+                && line["reason"].as_str().is_some_and(|r| {
+                    r.contains(caller) && r.contains("may not subscribe to node=node-00")
+                })
+        }
+    };
+    controller
+        .wait_for_log("node-01 refused node-00's scope", refusal("node node-01"))
+        .await;
+    controller
+        .wait_for_log(
+            "the waypoint refused a node scope",
+            refusal("waypoint spiffe://"),
+        )
+        .await;
+    controller
+        .wait_for_log("an unknown token refused", |line| {
+            line["message"] == "refused config subscription"
+                && line["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("unknown token"))
+        })
+        .await;
+
+    // The right token is served; the others never got a stream.
+    let own = node_client(&controller, 0);
+    wait_view(&own, "node-00 sync", ConfigView::is_synced).await;
+    for refused in [&other_node, &waypoint_as_node, &unknown] {
+        assert_eq!(stats(refused).connects, 0);
+        assert!(!refused.current().is_synced());
+    }
+    let metrics = controller.metrics().await;
+    let refused = |reason: &str| {
+        sample(
+            &metrics,
+            &format!("ambit_controller_config_subscriptions_refused_total{{reason=\"{reason}\"}}"),
+        )
+        .unwrap_or_default()
+    };
+    assert!(refused("denied") >= 2.0, "{metrics}");
+    assert!(refused("unauthenticated") >= 1.0, "{metrics}");
 }

@@ -62,9 +62,16 @@ fn service() -> Value {
 }
 
 /// A cluster with the namespace `shop` (ambient), two pods (`web-1` on node-a, `db-1` on
-/// node-b), the Service `web` and the waypoint Gateway; every watch stays open; applies are
-/// echoed, Services get a cluster IP.
+/// node-b), the Service `web` and the waypoint Gateway, and ztunnel's pod on node-a whose
+/// token TokenReview accepts; every watch stays open; applies are echoed, Services get a
+/// cluster IP.
 fn cluster(recorded: &Recorded) -> Reply {
+    // ztunnel's token, for the config stream and the CA.
+    match (recorded.verb(), recorded.path.as_str()) {
+        (Verb::Post, TOKEN_REVIEWS) => return token_review(recorded),
+        (Verb::Get, ZTUNNEL_POD) => return Reply::Json(StatusCode::OK, ztunnel_pod()),
+        _ => {}
+    }
     match recorded.verb() {
         Verb::Get => Reply::Json(
             StatusCode::OK,
@@ -116,6 +123,7 @@ impl Running {
             "--metrics-addr=127.0.0.1:0",
             "--readiness-addr=127.0.0.1:0",
             "--debounce-ms=5",
+            "--ztunnel-namespace=ambit-system",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -136,12 +144,16 @@ impl Running {
         }
     }
 
+    /// A ztunnel-like config client for `node`, presenting ztunnel's projected token (whose
+    /// pod runs on node-a).
     fn node_client(&self, node: &str) -> ConfigClient {
         ConfigClient::start(
             format!("http://{}", self.grpc).parse().unwrap(),
             ScopeKey::node(node),
             ConfigClientOptions::new(format!("ztunnel/{node}"))
-                .with_backoff(Duration::from_millis(20), Duration::from_millis(100)),
+                .with_backoff(Duration::from_millis(20), Duration::from_millis(100))
+                .with_token(ZTUNNEL_TOKEN)
+                .unwrap(),
         )
     }
 
@@ -361,19 +373,18 @@ async fn ask_ca(grpc: SocketAddr, token: &str, service_account: &str) -> Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ztunnel_gets_by_token_review_the_identities_of_the_pods_on_its_node() {
-    let (client, api) =
-        MockApi::start(|recorded| match (recorded.verb(), recorded.path.as_str()) {
-            (Verb::Post, TOKEN_REVIEWS) => token_review(recorded),
-            (Verb::Get, ZTUNNEL_POD) => Reply::Json(StatusCode::OK, ztunnel_pod()),
-            _ => cluster(recorded),
-        });
-    let controller = Running::start(client, &["--ztunnel-namespace=ambit-system"]).await;
+    let (client, api) = MockApi::start(cluster);
+    let controller = Running::start(client, &[]).await;
     // The CA's view comes from the same snapshots as the config: wait until it is published.
     let ztunnel = controller.node_client("node-a");
     wait_view(&ztunnel, "the workloads", |view| {
         view.workloads().count() == 2
     })
     .await;
+    let is_review = |r: &Recorded| r.path == TOKEN_REVIEWS;
+    // The config stream was authenticated by TokenReview too.
+    let reviews_before = api.log().into_iter().filter(is_review).count();
+    assert!(reviews_before >= 1);
 
     // web-1 (ServiceAccount web) runs on node-a; db-1 (db) on node-b.
     ask_ca(controller.grpc, ZTUNNEL_TOKEN, "web").await.unwrap();
@@ -386,12 +397,8 @@ async fn ztunnel_gets_by_token_review_the_identities_of_the_pods_on_its_node() {
         .unwrap_err();
     assert!(unknown.to_string().contains("Unauthenticated"), "{unknown}");
 
-    let reviews: Vec<Recorded> = api
-        .log()
-        .into_iter()
-        .filter(|r| r.path == TOKEN_REVIEWS)
-        .collect();
-    assert_eq!(reviews.len(), 3);
+    let reviews: Vec<Recorded> = api.log().into_iter().filter(is_review).collect();
+    assert_eq!(reviews.len(), reviews_before + 3);
     assert_eq!(reviews[0].body["spec"]["audiences"], json!(["ambit"]));
     controller.stop().await;
     api.assert_all_permitted();

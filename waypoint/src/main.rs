@@ -40,8 +40,8 @@ struct Args {
         requires_all = ["token_file", "gateway"]
     )]
     controller: Option<http::Uri>,
-    /// File holding the bearer token the controller's CA authenticates this waypoint by;
-    /// read before each request (projected tokens rotate).
+    /// File holding the bearer token the controller authenticates this waypoint by (CA and
+    /// config stream); read before each request and reconnect (projected tokens rotate).
     #[arg(long, requires = "controller")]
     token_file: Option<PathBuf>,
     /// With `--controller`: this waypoint's Gateway, `NAMESPACE/NAME` (the config scope).
@@ -147,7 +147,9 @@ async fn main() -> anyhow::Result<()> {
             (handle, ConfigFeed::File(watcher))
         }
         Source::Controller {
-            address, gateway, ..
+            address,
+            gateway,
+            token_file,
         } => {
             let handle = ConfigHandle::new(
                 ambit_waypoint::controller::empty_snapshot(gateway).map_err(anyhow::Error::msg)?,
@@ -155,10 +157,12 @@ async fn main() -> anyhow::Result<()> {
             let client = ConfigClient::start(
                 address.clone(),
                 ScopeKey::waypoint(&gateway.namespace, &gateway.name),
+                // The same token as the CA's: the controller gives a waypoint only its own scope.
                 ConfigClientOptions::new(format!(
                     "waypoint/{}/{}",
                     gateway.namespace, gateway.name
-                )),
+                ))
+                .with_token_file(token_file),
             );
             tokio::spawn(ambit_waypoint::controller::follow_controller(
                 client.config(),

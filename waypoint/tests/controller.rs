@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::server::{Caller, HostedIdentities, StaticTokens};
+use ambit_api::server::{Caller, HostedIdentities, ScopeAccess, StaticTokens};
 use ambit_api::{CaServer, ConfigServer, ConfigServerOptions, MeshResource, ScopeKey, Snapshot};
 use ambit_hbone::{
     ByteCounters, ConnectRequest, InboundRequest, Pool, PoolConfig, Responder, Server,
@@ -50,18 +50,19 @@ impl TestController {
             CertificateAuthority::generate("cluster.local", CaOptions::default()).unwrap(),
         );
         let bundle = authority.trust_bundle().unwrap();
-        let tokens = StaticTokens::new();
+        let tokens = Arc::new(StaticTokens::new());
         tokens.insert("token-waypoint", Caller::Waypoint(id("waypoint")), None);
         let hosts = HostedIdentities::new(|_node: &str, _id: &SpiffeId| false);
-        let ca = CaServer::new(
-            authority.clone(),
-            &bundle,
-            Arc::new(tokens),
-            Arc::new(hosts),
-        );
+        let ca = CaServer::new(authority.clone(), &bundle, tokens.clone(), Arc::new(hosts));
+        // As the controller does: the config stream takes the CA's tokens, and the waypoint
+        // gets only the scope of its own identity.
+        let access = ScopeAccess::new(|namespace: &str, name: &str| {
+            (namespace == "test" && name == "waypoint").then(|| id("waypoint"))
+        });
         let config = ConfigServer::new(
             ConfigServerOptions::default().with_debounce(Duration::from_millis(10)),
-        );
+        )
+        .with_authenticator(tokens, access);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let uri = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -28,7 +28,8 @@ pub enum ConfigSource {
     Controller {
         /// `http://host:port` of the controller's gRPC server.
         address: http::Uri,
-        /// The bearer token the CA authenticates this node by; read before each request.
+        /// The bearer token the controller authenticates this node by (CA and config stream);
+        /// read before each request and reconnect.
         token_file: PathBuf,
     },
     /// A static config file, watched, and CA material signing in-process (tests, no controller).
@@ -92,7 +93,9 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
             let client = ConfigClient::start(
                 address.clone(),
                 ScopeKey::node(&options.node),
-                ConfigClientOptions::new(format!("ztunnel/{}", options.node)),
+                // The same token as the CA's: the controller gives a node only its own scope.
+                ConfigClientOptions::new(format!("ztunnel/{}", options.node))
+                    .with_token_file(token_file),
             );
             let state = Arc::new(StateStore::new(Snapshot::default()));
             tokio::spawn(crate::config::follow_controller(

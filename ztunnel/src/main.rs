@@ -21,8 +21,9 @@ struct Args {
         requires = "token_file"
     )]
     controller: Option<http::Uri>,
-    /// File holding the bearer token the controller's CA authenticates this node by (a
-    /// projected service-account token, or a local bootstrap token); read before each request.
+    /// File holding the bearer token the controller authenticates this node by, for the CA
+    /// and the config stream (a projected service-account token, or a local bootstrap token);
+    /// read before each request and reconnect.
     #[arg(long, requires = "controller")]
     token_file: Option<PathBuf>,
     /// Static config file (workloads, services, policies), watched and reloaded; instead of

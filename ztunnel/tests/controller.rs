@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::server::{Caller, HostedIdentities, StaticTokens};
+use ambit_api::server::{Caller, HostedIdentities, ScopeAccess, StaticTokens};
 use ambit_api::{CaServer, ConfigServer, ConfigServerOptions, MeshResource, ScopeKey, Snapshot};
 use ambit_identity::{CaOptions, CertificateAuthority, SpiffeId};
 use ambit_localnet::{Node, Pod};
@@ -34,7 +34,7 @@ impl TestController {
     fn start(node: &Node) -> Result<Self> {
         let authority = CertificateAuthority::generate("cluster.local", CaOptions::default())?;
         let bundle = authority.trust_bundle()?;
-        let tokens = StaticTokens::new();
+        let tokens = Arc::new(StaticTokens::new());
         for name in ["a", "b"] {
             tokens.insert(format!("token-{name}"), Caller::Node(name.to_owned()), None);
         }
@@ -44,12 +44,15 @@ impl TestController {
         let ca = CaServer::new(
             Arc::new(authority),
             &bundle,
-            Arc::new(tokens),
+            tokens.clone(),
             Arc::new(hosts),
         );
+        // As the controller does: the config stream takes the CA's tokens, and a node gets
+        // only its own scope.
         let config = ConfigServer::new(
             ConfigServerOptions::default().with_debounce(Duration::from_millis(10)),
-        );
+        )
+        .with_authenticator(tokens, ScopeAccess::new(|_: &str, _: &str| None));
         let listener = node
             .netns()
             .bind_tcp(SocketAddr::from((node.underlay_ip(), 0)))?;

@@ -1,4 +1,4 @@
-//! Who may ask the CA for what, in Kubernetes mode.
+//! Who may ask the CA for what (and subscribe to which config), in Kubernetes mode.
 //!
 //! [`TokenReviewAuthenticator`]: the caller's projected ServiceAccount token goes to the API
 //! server in a TokenReview (with the configured audiences). The token must be bound to a pod
@@ -45,7 +45,7 @@ pub struct AuthSettings {
     pub trust_domain: String,
 }
 
-/// Checks CA callers' tokens with the TokenReview API.
+/// Checks CA and config callers' tokens with the TokenReview API.
 pub struct TokenReviewAuthenticator {
     client: Client,
     settings: AuthSettings,
@@ -218,8 +218,8 @@ impl Authenticator for TokenReviewAuthenticator {
         Box::pin(async move {
             let result = self.check(token).await;
             match &result {
-                Ok(caller) => tracing::debug!(%caller, "CA caller authenticated"),
-                Err(err) => tracing::info!(error = %err, "CA caller refused"),
+                Ok(caller) => tracing::debug!(%caller, "caller authenticated"),
+                Err(err) => tracing::info!(error = %err, "caller refused"),
             }
             result
         })

@@ -226,13 +226,21 @@ pub fn sample(metrics: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// A ztunnel-like config client for `node`.
-pub fn node_client(controller: &Controller, node: &str) -> ConfigClient {
+/// A ztunnel-like config client for node `index` ([`node_name`]), with its [`token`] (the
+/// token file must be [`token_file`]).
+pub fn node_client(controller: &Controller, index: usize) -> ConfigClient {
+    client_with_token(controller, ScopeKey::node(node_name(index)), &token(index))
+}
+
+/// A config client for `scope` presenting `token`.
+pub fn client_with_token(controller: &Controller, scope: ScopeKey, token: &str) -> ConfigClient {
     ConfigClient::start(
         controller.uri(),
-        ScopeKey::node(node),
-        ConfigClientOptions::new(format!("ztunnel/{node}"))
-            .with_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+        scope.clone(),
+        ConfigClientOptions::new(format!("test/{scope}"))
+            .with_backoff(Duration::from_millis(50), Duration::from_millis(200))
+            .with_token(token)
+            .unwrap(),
     )
 }
 

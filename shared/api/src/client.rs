@@ -3,8 +3,10 @@
 
 mod config;
 mod issuer;
+mod token;
 mod view;
 
 pub use config::{ClientStats, ConfigClient, ConfigClientOptions};
-pub use issuer::{GrpcIssuer, InvalidToken, IssuedCertificate};
+pub use issuer::{GrpcIssuer, IssuedCertificate};
+pub use token::InvalidToken;
 pub use view::ConfigView;

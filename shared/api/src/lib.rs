@@ -20,6 +20,13 @@
 //! config and the server diffs the next publish against that. Versions are per publish,
 //! increasing, seeded from the clock so a restarted controller keeps counting up.
 //!
+//! A server given an authenticator ([`ConfigServer::with_authenticator`]) requires
+//! `authorization: Bearer <token>` metadata on the stream, as the CA does, and serves a caller
+//! only its own scope ([`server::ScopeAccess`]): `UNAUTHENTICATED` for a missing or refused
+//! token, `UNAVAILABLE` when it cannot be checked, `PERMISSION_DENIED` for another scope.
+//! [`ConfigClient`] sends the token of [`ConfigClientOptions::with_token_file`], re-read on
+//! every reconnect.
+//!
 //! # Payload encoding
 //!
 //! A `Resource` is `{key: {kind, namespace, name}, payload: bytes}` and the payload is the

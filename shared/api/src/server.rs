@@ -14,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 
 pub use auth::{
     AuthError, AuthFuture, Authenticator, Authorizer, Caller, Denied, HostedIdentities,
-    StaticTokens,
+    ScopeAccess, StaticTokens,
 };
 pub use ca::{CaServer, CaService, CaStats};
 pub use config::{

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use ambit_api::proto::config_distribution_client::ConfigDistributionClient;
 use ambit_api::proto::{self, subscribe_request};
+use ambit_api::server::{AuthError, AuthFuture, Authenticator, Caller, ScopeAccess, StaticTokens};
 use ambit_api::{
     ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView, ResourceKey,
     ResourceKind, ScopeKey,
 };
+use ambit_identity::SpiffeId;
 use bytes::Bytes;
 use common::{TestServer, WAIT, service, snapshot, wait_for, wait_for_server, workload};
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 fn fast_server() -> ConfigServer {
@@ -405,4 +408,302 @@ async fn first_message_must_be_subscribe() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert_eq!(config.stats().bad_subscriptions, 2);
+}
+
+// --- Authenticated subscriptions ---
+
+const NODE_A_TOKEN: &str = "node-a-token-0123456789";
+const NODE_B_TOKEN: &str = "node-b-token-0123456789";
+const WAYPOINT_TOKEN: &str = "waypoint-token-0123456789";
+const OTHER_WAYPOINT_TOKEN: &str = "other-waypoint-token-0123";
+
+fn waypoint_id(service_account: &str) -> SpiffeId {
+    SpiffeId::new("cluster.local", "shop", service_account).unwrap()
+}
+
+/// A server accepting the node-a, node-b and two waypoint tokens; waypoint `shop/waypoint`
+/// runs as service account `waypoint-sa`, `shop/other` as `other-sa`.
+fn authenticated_server() -> ConfigServer {
+    let tokens = StaticTokens::new();
+    tokens.insert(NODE_A_TOKEN, Caller::Node("node-a".into()), None);
+    tokens.insert(NODE_B_TOKEN, Caller::Node("node-b".into()), None);
+    tokens.insert(
+        WAYPOINT_TOKEN,
+        Caller::Waypoint(waypoint_id("waypoint-sa")),
+        None,
+    );
+    tokens.insert(
+        OTHER_WAYPOINT_TOKEN,
+        Caller::Waypoint(waypoint_id("other-sa")),
+        None,
+    );
+    let access = ScopeAccess::new(|namespace, name| match (namespace, name) {
+        ("shop", "waypoint") => Some(waypoint_id("waypoint-sa")),
+        ("shop", "other") => Some(waypoint_id("other-sa")),
+        _ => None,
+    });
+    fast_server().with_authenticator(Arc::new(tokens), access)
+}
+
+/// Opens a raw subscription to `scope` with `token` (if any); the server's answer.
+async fn subscribe_raw(
+    server: &TestServer,
+    token: Option<&str>,
+    scope: proto::scope::Kind,
+) -> Result<tonic::Streaming<proto::ConfigUpdate>, tonic::Status> {
+    let mut raw = ConfigDistributionClient::connect(server.uri().to_string())
+        .await
+        .unwrap();
+    let subscribe = proto::SubscribeRequest {
+        message: Some(subscribe_request::Message::Subscribe(proto::Subscribe {
+            scope: Some(proto::Scope { kind: Some(scope) }),
+            client: None,
+        })),
+    };
+    // The stream stays open after the Subscribe, as a real client's does.
+    let outbound = futures_util::stream::iter([subscribe]).chain(futures_util::stream::pending());
+    let mut request = tonic::Request::new(outbound);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    tokio::time::timeout(WAIT, raw.subscribe(request))
+        .await
+        .expect("the server answers in time")
+        .map(tonic::Response::into_inner)
+}
+
+fn node_scope(node: &str) -> proto::scope::Kind {
+    proto::scope::Kind::Node(node.to_owned())
+}
+
+fn waypoint_scope(name: &str) -> proto::scope::Kind {
+    proto::scope::Kind::Waypoint(proto::WaypointScope {
+        namespace: "shop".to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn subscriptions_without_a_valid_token_are_unauthenticated() {
+    let config = authenticated_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let status = subscribe_raw(&server, None, node_scope("node-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("authorization"), "{status:?}");
+    let status = subscribe_raw(
+        &server,
+        Some("not-a-known-token-at-all"),
+        node_scope("node-a"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert_eq!(config.stats().unauthenticated, 2);
+    assert!(config.clients().is_empty());
+}
+
+#[tokio::test]
+async fn a_node_may_subscribe_only_to_its_own_scope() {
+    let config = authenticated_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let version = config.publish(
+        ScopeKey::node("node-a"),
+        snapshot(&[workload("a", "node-a")]),
+    );
+
+    let status = subscribe_raw(&server, Some(NODE_B_TOKEN), node_scope("node-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("node node-b") && status.message().contains("node=node-a"),
+        "the refusal names caller and scope: {status:?}"
+    );
+    // A node token does not open a waypoint's scope either.
+    let status = subscribe_raw(&server, Some(NODE_A_TOKEN), waypoint_scope("waypoint"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(config.stats().denied, 2);
+
+    let mut updates = subscribe_raw(&server, Some(NODE_A_TOKEN), node_scope("node-a"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, updates.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a full update");
+    assert_eq!(first.version, version);
+    assert!(first.full);
+    assert_eq!(config.stats().denied, 2);
+}
+
+#[tokio::test]
+async fn a_waypoint_may_subscribe_only_to_the_scope_of_its_identity() {
+    let config = authenticated_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    config.publish(ScopeKey::waypoint("shop", "waypoint"), snapshot(&[]));
+
+    let status = subscribe_raw(
+        &server,
+        Some(OTHER_WAYPOINT_TOKEN),
+        waypoint_scope("waypoint"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("other-sa") && status.message().contains("shop/waypoint"),
+        "the refusal names caller and scope: {status:?}"
+    );
+    // Published, yet no waypoint the controller knows: refused at once.
+    config.publish(ScopeKey::waypoint("shop", "unknown"), snapshot(&[]));
+    for scope in [waypoint_scope("unknown"), node_scope("node-a")] {
+        let status = subscribe_raw(&server, Some(WAYPOINT_TOKEN), scope)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    assert_eq!(config.stats().denied, 3);
+
+    let mut updates = subscribe_raw(&server, Some(WAYPOINT_TOKEN), waypoint_scope("waypoint"))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, updates.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a full update");
+    assert!(first.full);
+}
+
+/// An authenticator whose backend (the Kubernetes API) cannot be reached.
+#[derive(Debug)]
+struct Unreachable;
+
+impl Authenticator for Unreachable {
+    fn authenticate<'a>(&'a self, _token: &'a str) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(Err(AuthError::unavailable(
+            "TokenReview failed: connection refused",
+        ))))
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_authenticator_makes_subscriptions_unavailable() {
+    let config = fast_server().with_authenticator(
+        Arc::new(Unreachable),
+        ScopeAccess::new(|_: &str, _: &str| None),
+    );
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let status = subscribe_raw(&server, Some(NODE_A_TOKEN), node_scope("node-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("connection refused"),
+        "{status:?}"
+    );
+    assert_eq!(config.stats().auth_unavailable, 1);
+    assert_eq!(config.stats().unauthenticated, 0);
+}
+
+#[tokio::test]
+async fn the_client_rereads_its_token_file_on_reconnect() {
+    let config = authenticated_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-a");
+    let version = config.publish(node.clone(), snapshot(&[workload("a", "node-a")]));
+    let dir = std::env::temp_dir().join(format!("ambit-config-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    // Another node's token first: refused, the client keeps retrying.
+    std::fs::write(&token_file, format!("{NODE_B_TOKEN}\n")).unwrap();
+    let client = ConfigClient::start(
+        server.uri(),
+        node.clone(),
+        ConfigClientOptions::new("ztunnel/node-a")
+            .with_backoff(Duration::from_millis(20), Duration::from_millis(100))
+            .with_token_file(&token_file),
+    );
+    wait_for_server(&config, "a refused attempt", |s| s.stats().denied >= 1).await;
+    assert_eq!(client.stats().borrow().connects, 0);
+    // The rotated token is picked up on the next attempt.
+    std::fs::write(&token_file, format!("{NODE_A_TOKEN}\n")).unwrap();
+    wait_version(&mut client.config(), version).await;
+    assert_eq!(workload_names(&client.current()), ["a"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_waypoint_subscribing_before_its_gateway_is_known_waits_for_the_first_publish() {
+    let tokens = StaticTokens::new();
+    tokens.insert(
+        WAYPOINT_TOKEN,
+        Caller::Waypoint(waypoint_id("waypoint-sa")),
+        None,
+    );
+    // What the controller knows of waypoints: nothing until its first translation.
+    let known = Arc::new(std::sync::RwLock::new(None::<SpiffeId>));
+    let (asked, mut asked_rx) = watch::channel(0u32);
+    let access = ScopeAccess::new({
+        let known = known.clone();
+        move |_: &str, _: &str| {
+            asked.send_modify(|n| *n += 1);
+            known.read().unwrap().clone()
+        }
+    });
+    let config = fast_server().with_authenticator(Arc::new(tokens), access);
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let subscribing = tokio::spawn({
+        let uri = server.uri();
+        async move {
+            let mut raw = ConfigDistributionClient::connect(uri.to_string())
+                .await
+                .unwrap();
+            let subscribe = proto::SubscribeRequest {
+                message: Some(subscribe_request::Message::Subscribe(proto::Subscribe {
+                    scope: Some(proto::Scope {
+                        kind: Some(waypoint_scope("waypoint")),
+                    }),
+                    client: None,
+                })),
+            };
+            let outbound =
+                futures_util::stream::iter([subscribe]).chain(futures_util::stream::pending());
+            let mut request = tonic::Request::new(outbound);
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {WAYPOINT_TOKEN}").parse().unwrap(),
+            );
+            raw.subscribe(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    });
+    // The server asked about the Gateway before anything was published: it now waits.
+    tokio::time::timeout(WAIT, asked_rx.wait_for(|n| *n >= 1))
+        .await
+        .unwrap()
+        .unwrap();
+    // The translation makes the Gateway known, then publishes its scope.
+    *known.write().unwrap() = Some(waypoint_id("waypoint-sa"));
+    let version = config.publish(ScopeKey::waypoint("shop", "waypoint"), snapshot(&[]));
+    let mut updates = tokio::time::timeout(WAIT, subscribing)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("served once the scope is published");
+    let first = tokio::time::timeout(WAIT, updates.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("a full update");
+    assert_eq!(first.version, version);
+    assert_eq!(config.stats().denied, 0);
 }

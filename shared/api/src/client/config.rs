@@ -1,5 +1,6 @@
 //! The proxies' config client: subscribe, validate, apply, ACK or NACK, reconnect.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
+use super::token::{InvalidToken, TokenFileError, TokenSource};
 use super::view::ConfigView;
 use crate::proto::config_distribution_client::ConfigDistributionClient;
 use crate::proto::{self, subscribe_request};
@@ -26,6 +28,8 @@ pub struct ConfigClientOptions {
     pub backoff_initial: Duration,
     /// Longest delay between reconnects (15 s).
     pub backoff_max: Duration,
+    /// The bearer token sent on every subscription (`None`: no `authorization` metadata).
+    token: Option<TokenSource>,
 }
 
 /// Keeps a proxy's config in sync with the controller.
@@ -65,6 +69,8 @@ enum SessionError {
     Stream(#[from] tonic::Status),
     #[error("the server closed the stream")]
     Closed,
+    #[error("no token to subscribe with: {0}")]
+    Token(#[from] TokenFileError),
 }
 
 struct Task {
@@ -83,6 +89,7 @@ impl Default for ConfigClientOptions {
             connect_timeout: Duration::from_secs(5),
             backoff_initial: Duration::from_millis(200),
             backoff_max: Duration::from_secs(15),
+            token: None,
         }
     }
 }
@@ -100,6 +107,20 @@ impl ConfigClientOptions {
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Options sending `token` as `authorization: Bearer <token>` on every subscription.
+    pub fn with_token(mut self, token: &str) -> Result<Self, InvalidToken> {
+        self.token = Some(TokenSource::fixed(token)?);
+        Ok(self)
+    }
+
+    /// Options reading the bearer token from `path` before every (re)subscription, so a
+    /// rotated token (a projected service-account token) is used without a restart. A
+    /// missing, empty or unusable file fails that attempt, which is retried with backoff.
+    pub fn with_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token = Some(TokenSource::File(path.into()));
         self
     }
 }
@@ -180,6 +201,11 @@ impl Task {
 
     /// One subscription, until it fails. `Ok` only when the client is being dropped.
     async fn session(&self) -> Result<(), SessionError> {
+        // Read first: a missing token should not cost a connection.
+        let authorization = match &self.options.token {
+            Some(token) => Some(token.authorization().await?),
+            None => None,
+        };
         let channel: Channel = self.endpoint.connect().await?;
         let mut client = ConfigDistributionClient::new(channel);
         let (requests, receiver) = mpsc::channel(4);
@@ -205,7 +231,13 @@ impl Task {
         let outbound = futures_util::stream::unfold(receiver, |mut receiver| async move {
             receiver.recv().await.map(|item| (item, receiver))
         });
-        let mut updates = client.subscribe(outbound).await?.into_inner();
+        let mut request = tonic::Request::new(outbound);
+        if let Some(authorization) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization);
+        }
+        let mut updates = client.subscribe(request).await?.into_inner();
         self.stats.send_modify(|s| {
             s.connected = true;
             s.connects += 1;

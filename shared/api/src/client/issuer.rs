@@ -12,6 +12,7 @@ use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
+use super::token::{InvalidToken, TokenSource};
 use crate::proto::CreateCertificateRequest;
 use crate::proto::certificate_service_client::CertificateServiceClient;
 
@@ -34,27 +35,11 @@ pub struct IssuedCertificate {
     pub trust_bundle_pem: String,
 }
 
-/// The token cannot be sent as an HTTP header value.
-#[derive(Debug, thiserror::Error)]
-#[error("the CA token contains characters not allowed in a header")]
-pub struct InvalidToken;
-
-/// Where the bearer token comes from.
-#[derive(Clone)]
-enum TokenSource {
-    Fixed(MetadataValue<Ascii>),
-    /// Read on every request: Kubernetes rotates projected service-account tokens in place.
-    File(PathBuf),
-}
-
 impl GrpcIssuer {
     /// An issuer for the CA at `uri` (`http://host:port`) sending `token`. Connects lazily (and
     /// reconnects) on use; must be called inside a tokio runtime.
     pub fn new(uri: http::Uri, token: &str) -> Result<Self, InvalidToken> {
-        Ok(Self::with_token_source(
-            uri,
-            TokenSource::Fixed(bearer(token)?),
-        ))
+        Ok(Self::with_token_source(uri, TokenSource::fixed(token)?))
     }
 
     /// An issuer for the CA at `uri` that reads its token from `path` before every request, so
@@ -137,24 +122,10 @@ impl GrpcIssuer {
 
 impl GrpcIssuer {
     async fn authorization(&self) -> Result<MetadataValue<Ascii>, IssueError> {
-        match &self.token {
-            TokenSource::Fixed(value) => Ok(value.clone()),
-            TokenSource::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|err| {
-                    IssueError::refused(format!("reading token file {}: {err}", path.display()))
-                })?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(IssueError::refused(format!(
-                        "token file {} is empty",
-                        path.display()
-                    )));
-                }
-                bearer(token).map_err(|err| {
-                    IssueError::refused(format!("token file {}: {err}", path.display()))
-                })
-            }
-        }
+        self.token
+            .authorization()
+            .await
+            .map_err(IssueError::refused)
     }
 }
 
@@ -178,10 +149,6 @@ impl fmt::Debug for GrpcIssuer {
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
-}
-
-fn bearer(token: &str) -> Result<MetadataValue<Ascii>, InvalidToken> {
-    format!("Bearer {token}").parse().map_err(|_| InvalidToken)
 }
 
 /// A CA answer that says no is a refusal; anything else may succeed on retry.

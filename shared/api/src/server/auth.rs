@@ -1,6 +1,7 @@
 //! Who may ask the CA for what: [`Authenticator`] turns a bearer token into a [`Caller`],
 //! [`Authorizer`] decides whether that caller may hold a requested identity. Local-mode
-//! implementations: [`StaticTokens`] and [`HostedIdentities`].
+//! implementations: [`StaticTokens`] and [`HostedIdentities`]. [`ScopeAccess`] decides which
+//! config scopes a caller may subscribe to.
 
 use std::fmt;
 use std::future::Future;
@@ -9,6 +10,8 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use ambit_identity::SpiffeId;
+
+use crate::scope::ScopeKey;
 
 /// The future an [`Authenticator`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Caller, AuthError>> + Send + 'a>>;
@@ -71,6 +74,19 @@ pub struct HostedIdentities {
 
 /// `hosts(node, identity)`: whether a pod on `node` runs as `identity`.
 type HostsFn = dyn Fn(&str, &SpiffeId) -> bool + Send + Sync;
+
+/// Which config scopes a caller may subscribe to: the ztunnel of a node only that node's
+/// scope; a waypoint only the scope of a waypoint (Gateway) that runs as the waypoint's own
+/// identity. Which identity a waypoint runs as is the controller's knowledge (the Gateway's
+/// service account, from its translated config), asked through `waypoint_identity`; a waypoint
+/// it does not know is refused (the client retries, and succeeds once the Gateway is
+/// translated).
+pub struct ScopeAccess {
+    waypoint_identity: Arc<WaypointIdentityFn>,
+}
+
+/// `waypoint_identity(namespace, name)`: the identity the waypoint `namespace/name` runs as.
+type WaypointIdentityFn = dyn Fn(&str, &str) -> Option<SpiffeId> + Send + Sync;
 
 impl AuthError {
     /// The token is missing, unknown, expired or otherwise not acceptable.
@@ -196,6 +212,46 @@ impl fmt::Debug for HostedIdentities {
     }
 }
 
+impl ScopeAccess {
+    /// Scope access asking `waypoint_identity(namespace, name)` which identity a waypoint
+    /// scope belongs to (`None`: no such waypoint, nobody may subscribe).
+    pub fn new(
+        waypoint_identity: impl Fn(&str, &str) -> Option<SpiffeId> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            waypoint_identity: Arc::new(waypoint_identity),
+        }
+    }
+
+    /// `Ok` if `caller` may receive the config of `scope`; otherwise why not.
+    pub fn check(&self, caller: &Caller, scope: &ScopeKey) -> Result<(), Denied> {
+        match (caller, scope) {
+            (Caller::Node(own), ScopeKey::Node(node)) if own == node => Ok(()),
+            (Caller::Waypoint(own), ScopeKey::Waypoint { namespace, name }) => {
+                match (self.waypoint_identity)(namespace, name) {
+                    Some(identity) if identity == *own => Ok(()),
+                    Some(identity) => Err(Denied::new(format!(
+                        "waypoint {namespace}/{name} runs as {identity}"
+                    ))),
+                    None => Err(Denied::new(format!(
+                        "no waypoint {namespace}/{name} is known"
+                    ))),
+                }
+            }
+            (Caller::Node(_), _) => Err(Denied::new("a node may only subscribe to its own scope")),
+            (Caller::Waypoint(_), _) => Err(Denied::new(
+                "a waypoint may only subscribe to its own waypoint scope",
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for ScopeAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScopeAccess").finish_non_exhaustive()
+    }
+}
+
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -258,5 +314,28 @@ mod tests {
         let waypoint = Caller::Waypoint(id("waypoint"));
         assert!(authz.authorize(&waypoint, &id("waypoint")).is_ok());
         assert!(authz.authorize(&waypoint, &id("web")).is_err());
+    }
+
+    #[test]
+    fn scope_access_matches_nodes_and_waypoint_identities() {
+        let access = ScopeAccess::new(|namespace, name| {
+            (namespace == "default" && name == "gw").then(|| id("gw-sa"))
+        });
+        let node_a = Caller::Node("node-a".into());
+        let gateway = ScopeKey::waypoint("default", "gw");
+        assert!(access.check(&node_a, &ScopeKey::node("node-a")).is_ok());
+        assert!(access.check(&node_a, &ScopeKey::node("node-b")).is_err());
+        assert!(access.check(&node_a, &gateway).is_err());
+        let waypoint = Caller::Waypoint(id("gw-sa"));
+        assert!(access.check(&waypoint, &gateway).is_ok());
+        assert!(access.check(&waypoint, &ScopeKey::node("node-a")).is_err());
+        // Unknown waypoints are nobody's; another identity is not this waypoint's.
+        let unknown = access
+            .check(&waypoint, &ScopeKey::waypoint("default", "other"))
+            .unwrap_err();
+        assert!(unknown.to_string().contains("no waypoint default/other"));
+        let other = Caller::Waypoint(id("gw"));
+        let denied = access.check(&other, &gateway).unwrap_err();
+        assert!(denied.to_string().contains("runs as"), "{denied}");
     }
 }

@@ -270,7 +270,7 @@ fn into_status(refusal: Refusal) -> Status {
 }
 
 /// The token of an `authorization: Bearer <token>` header, if well formed.
-fn bearer_token(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+pub(super) fn bearer_token(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();

@@ -5,18 +5,27 @@
 //! for any client. Each client stream has its own task ([`super::connection`]) that wakes on a
 //! change, waits the debounce window (coalescing bursts of publishes into one push), diffs the
 //! latest snapshot against what the client acknowledged, and keeps at most one push in flight.
+//!
+//! With an authenticator ([`ConfigServer::with_authenticator`]) a stream must carry
+//! `authorization: Bearer <token>` metadata, the token's [`Caller`] must be accepted, and
+//! [`ScopeAccess`] must allow the caller the scope it subscribes to. Without one, any client
+//! may subscribe to any scope (tests that do not care about authentication).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwapOption;
 use futures_util::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::{Authenticator, Caller, ScopeAccess};
+use super::ca::bearer_token;
 use super::connection::{self, Connection};
 use crate::proto::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::proto::{self, subscribe_request};
@@ -73,6 +82,12 @@ pub struct DistributionStats {
     pub ack_timeouts: u64,
     /// Streams refused because the first message was not a valid `Subscribe`.
     pub bad_subscriptions: u64,
+    /// Streams refused for a missing or unaccepted token.
+    pub unauthenticated: u64,
+    /// Streams refused because the caller may not have the scope it asked for.
+    pub denied: u64,
+    /// Streams refused because the token could not be checked (e.g. the API server is down).
+    pub auth_unavailable: u64,
 }
 
 /// What the server knows of one connected client.
@@ -98,8 +113,8 @@ pub(super) struct Shared {
     pub(super) options: ConfigServerOptions,
     scopes: Mutex<HashMap<ScopeKey, watch::Sender<Option<Published>>>>,
     clients: Mutex<HashMap<u64, ClientStatus>>,
-    /// Bumped whenever a client connects, disconnects, ACKs or NACKs, so tests and the admin
-    /// page can wait for a change instead of polling.
+    /// Bumped whenever a client connects, disconnects, ACKs or NACKs, or a subscription is
+    /// refused, so tests and the admin page can wait for a change instead of polling.
     status_changes: watch::Sender<u64>,
     next_version: AtomicU64,
     next_connection: AtomicU64,
@@ -107,6 +122,15 @@ pub(super) struct Shared {
     instance: u64,
     pub(super) stats: Counters,
     pub(super) shutdown: CancellationToken,
+    /// Who may subscribe to what; `None`: anyone to anything.
+    auth: ArcSwapOption<SubscriberAuth>,
+}
+
+/// How subscribers are authenticated and which scopes they get.
+#[derive(Debug)]
+struct SubscriberAuth {
+    authenticator: Arc<dyn Authenticator>,
+    access: ScopeAccess,
 }
 
 /// A snapshot as published: the version it was given.
@@ -125,6 +149,9 @@ pub(super) struct Counters {
     pub(super) nacks: AtomicU64,
     pub(super) ack_timeouts: AtomicU64,
     pub(super) bad_subscriptions: AtomicU64,
+    unauthenticated: AtomicU64,
+    denied: AtomicU64,
+    auth_unavailable: AtomicU64,
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<proto::ConfigUpdate, Status>> + Send>>;
@@ -173,8 +200,25 @@ impl ConfigServer {
                 instance: rand::random(),
                 stats: Counters::default(),
                 shutdown: CancellationToken::new(),
+                auth: ArcSwapOption::empty(),
             }),
         }
+    }
+
+    /// Requires every subscriber to present `authorization: Bearer <token>` metadata that
+    /// `authenticator` accepts, and to subscribe only to a scope `access` allows its caller.
+    /// Applies to this server and all its clones (they are one server), to streams opened
+    /// from now on; call it before serving.
+    pub fn with_authenticator(
+        self,
+        authenticator: Arc<dyn Authenticator>,
+        access: ScopeAccess,
+    ) -> Self {
+        self.shared.auth.store(Some(Arc::new(SubscriberAuth {
+            authenticator,
+            access,
+        })));
+        self
     }
 
     /// Makes `snapshot` the complete resource set of `scope` and returns its version; clients
@@ -229,6 +273,9 @@ impl ConfigServer {
             nacks: c.nacks.load(Ordering::Relaxed),
             ack_timeouts: c.ack_timeouts.load(Ordering::Relaxed),
             bad_subscriptions: c.bad_subscriptions.load(Ordering::Relaxed),
+            unauthenticated: c.unauthenticated.load(Ordering::Relaxed),
+            denied: c.denied.load(Ordering::Relaxed),
+            auth_unavailable: c.auth_unavailable.load(Ordering::Relaxed),
         }
     }
 
@@ -239,7 +286,8 @@ impl ConfigServer {
         clients
     }
 
-    /// A receiver that changes whenever a client connects, disconnects, ACKs or NACKs.
+    /// A receiver that changes whenever a client connects, disconnects, ACKs or NACKs, or a
+    /// subscription is refused.
     pub fn status_changes(&self) -> watch::Receiver<u64> {
         self.shared.status_changes.subscribe()
     }
@@ -276,6 +324,12 @@ impl Shared {
         self.status_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Counts a refused subscription in `counter` and tells status watchers.
+    fn refused(&self, counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.status_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn add_client(&self, status: ClientStatus) -> u64 {
         let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
         lock(&self.clients).insert(id, status);
@@ -297,6 +351,9 @@ impl ConfigDistribution for ConfigService {
             return Err(Status::unavailable("config server is shutting down"));
         }
         let peer = request.remote_addr();
+        // The token is checked before waiting for the Subscribe: a stranger's stream is
+        // refused at once, without holding a task for it.
+        let subscriber = self.authenticate(request.metadata(), peer).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, inbound.message()).await;
         let subscribe = match first {
@@ -317,14 +374,19 @@ impl ConfigDistribution for ConfigService {
             ));
         };
         let info = subscribe.client.unwrap_or_default();
+        let mut published = self.shared.scope(&scope).subscribe();
+        if let Some((auth, caller)) = &subscriber {
+            self.authorize(auth, caller, &scope, &mut published, peer)
+                .await?;
+        }
         tracing::info!(
             client = %info.id,
             %scope,
             ?peer,
+            caller = subscriber.as_ref().map(|(_, caller)| tracing::field::display(caller)),
             serving = %info.serving_version,
             "config client subscribed"
         );
-        let published = self.shared.scope(&scope).subscribe();
         let connection = self.shared.add_client(ClientStatus {
             id: info.id,
             build_version: info.build_version,
@@ -350,11 +412,76 @@ impl ConfigDistribution for ConfigService {
 }
 
 impl ConfigService {
+    /// The server's subscriber checks and the caller of this stream's token; `None` when the
+    /// server checks no tokens.
+    async fn authenticate(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<Option<(Arc<SubscriberAuth>, Caller)>, Status> {
+        let Some(auth) = self.shared.auth.load_full() else {
+            return Ok(None);
+        };
+        let Some(token) = bearer_token(metadata) else {
+            return Err(self.unauthenticated(
+                peer,
+                "missing `authorization: Bearer <token>` metadata".to_owned(),
+            ));
+        };
+        match auth.authenticator.authenticate(token).await {
+            Ok(caller) => Ok(Some((auth, caller))),
+            Err(err) if err.is_unavailable() => {
+                self.shared.refused(&self.shared.stats.auth_unavailable);
+                tracing::warn!(?peer, error = %err, "cannot check a config subscriber's token");
+                Err(Status::unavailable(format!(
+                    "cannot check the token: {err}"
+                )))
+            }
+            Err(err) => Err(self.unauthenticated(peer, format!("token not accepted: {err}"))),
+        }
+    }
+
+    /// Whether `caller` may receive `scope`. A waypoint scope never published may be a Gateway
+    /// the controller has not translated yet (it has just started): the answer waits for the
+    /// scope's first publish, up to [`SUBSCRIBE_TIMEOUT`], rather than refusing a waypoint that
+    /// would then back off for seconds.
+    async fn authorize(
+        &self,
+        auth: &SubscriberAuth,
+        caller: &Caller,
+        scope: &ScopeKey,
+        published: &mut watch::Receiver<Option<Published>>,
+        peer: Option<SocketAddr>,
+    ) -> Result<(), Status> {
+        let mut checked = auth.access.check(caller, scope);
+        let unpublished = published.borrow().is_none();
+        let waypoint = matches!(
+            (caller, scope),
+            (Caller::Waypoint(_), ScopeKey::Waypoint { .. })
+        );
+        if checked.is_err() && unpublished && waypoint {
+            tokio::select! {
+                _ = tokio::time::timeout(SUBSCRIBE_TIMEOUT, published.wait_for(Option::is_some)) => {}
+                () = self.shared.shutdown.cancelled() => {}
+            }
+            checked = auth.access.check(caller, scope);
+        }
+        checked.map_err(|denied| {
+            self.shared.refused(&self.shared.stats.denied);
+            let message = format!("{caller} may not subscribe to {scope}: {denied}");
+            tracing::warn!(?peer, reason = %message, "refused config subscription");
+            Status::permission_denied(message)
+        })
+    }
+
+    fn unauthenticated(&self, peer: Option<SocketAddr>, reason: String) -> Status {
+        self.shared.refused(&self.shared.stats.unauthenticated);
+        tracing::warn!(?peer, %reason, "refused config subscription");
+        Status::unauthenticated(reason)
+    }
+
     fn bad_subscription(&self, reason: &str) -> Status {
-        self.shared
-            .stats
-            .bad_subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.refused(&self.shared.stats.bad_subscriptions);
         tracing::warn!(reason, "refused config subscription");
         Status::invalid_argument(reason)
     }
