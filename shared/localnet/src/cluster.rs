@@ -330,6 +330,7 @@ impl Cluster {
         underlay.create().await?;
         ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
         ip(&["-n", ns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge"]).await?;
+        pin_bridge_mac(ns, UNDERLAY_BRIDGE, 0).await?;
         let gateway = format!(
             "{}/{}",
             addr::underlay_gateway(),
@@ -378,6 +379,7 @@ impl Cluster {
         ip(&["-n", ns, "addr", "add", &node_addr, "dev", ETH0]).await?;
         ip(&["-n", ns, "link", "set", ETH0, "up"]).await?;
         ip(&["-n", ns, "link", "add", POD_BRIDGE, "type", "bridge"]).await?;
+        pin_bridge_mac(ns, POD_BRIDGE, u32::from(node.index) + 1).await?;
         let gateway = format!("{}/{}", pod_gateway(node), node.pod_cidr.prefix_len());
         ip(&["-n", ns, "addr", "add", &gateway, "dev", POD_BRIDGE]).await?;
         ip(&["-n", ns, "link", "set", POD_BRIDGE, "up"]).await?;
@@ -747,4 +749,16 @@ mod tests {
             Path::new("/var/run/netns/amb-000000-pod-default_web")
         );
     }
+}
+
+/// Gives `bridge` a fixed, locally administered MAC (`02:a0:…`, unique per `id`). A bridge
+/// left to itself takes the lowest MAC of its ports and changes it whenever a port with a lower
+/// one is added, so a pod that learnt its gateway's MAC earlier would keep sending to an
+/// address the bridge no longer owns, and its traffic would vanish until its ARP entry
+/// expired. An address set explicitly never changes.
+async fn pin_bridge_mac(netns: &str, bridge: &str, id: u32) -> Result<()> {
+    let [_, a, b, c] = id.to_be_bytes();
+    let mac = format!("02:a0:00:{a:02x}:{b:02x}:{c:02x}");
+    ip(&["-n", netns, "link", "set", "dev", bridge, "address", &mac]).await?;
+    Ok(())
 }

@@ -6,7 +6,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use support::{ECHO_PORT, bounded, echo_in, exchange, two_node_cluster};
 
 #[tokio::test]
@@ -160,4 +160,48 @@ async fn root_link_names() -> Result<BTreeSet<String>> {
         .filter_map(|line| line.split(':').nth(1))
         .map(|name| name.trim().to_owned())
         .collect())
+}
+
+/// The MAC of `link` inside `netns`.
+async fn mac_of(netns: &ambit_localnet::Netns, link: &str) -> Result<String> {
+    let out = netns
+        .run("ip", ["-br", "link", "show", "dev", link])
+        .await?;
+    ensure!(out.status.success(), "ip link show {link} failed");
+    let text = String::from_utf8(out.stdout)?;
+    text.split_whitespace()
+        .nth(2)
+        .map(str::to_owned)
+        .context("no MAC in `ip -br link`")
+}
+
+#[tokio::test]
+async fn a_nodes_pod_bridge_keeps_one_mac_as_pods_come_and_go() -> Result<()> {
+    bounded(async {
+        let (cluster, _, _) = two_node_cluster("bridge-mac").await?;
+        let node = cluster.node("a").context("node a")?;
+        let before = mac_of(node.netns(), "cbr0").await?;
+        // Pods learn their gateway's MAC once; a bridge that took each new port's lower MAC
+        // would leave them sending to an address it no longer owns.
+        ensure!(
+            before.starts_with("02:a0:"),
+            "the pod bridge's MAC is not pinned: {before}"
+        );
+        for name in ["m1", "m2", "m3"] {
+            cluster.add_pod("a", "demo", name).await?;
+        }
+        cluster.remove_pod("demo", "m2").await?;
+        ensure!(
+            mac_of(node.netns(), "cbr0").await? == before,
+            "the pod bridge's MAC changed"
+        );
+        let underlay = mac_of(&cluster.underlay(), "br0").await?;
+        ensure!(
+            underlay.starts_with("02:a0:"),
+            "the underlay bridge's MAC is not pinned: {underlay}"
+        );
+        cluster.teardown().await?;
+        Ok(())
+    })
+    .await
 }
