@@ -712,6 +712,18 @@ fn delete_link_if_present(netns: &Netns, link: &str) -> Result<()> {
     crate::cmd::ip_blocking(&["-n", netns.name(), "link", "del", "dev", link]).map(drop)
 }
 
+/// Gives `bridge` a fixed, locally administered MAC (`02:a0:…`, unique per `id`). A bridge
+/// left to itself takes the lowest MAC of its ports and changes it whenever a port with a lower
+/// one is added, so a pod that learnt its gateway's MAC earlier would keep sending to an
+/// address the bridge no longer owns, and its traffic would vanish until its ARP entry
+/// expired. An address set explicitly never changes.
+async fn pin_bridge_mac(netns: &str, bridge: &str, id: u32) -> Result<()> {
+    let [_, a, b, c] = id.to_be_bytes();
+    let mac = format!("02:a0:00:{a:02x}:{b:02x}:{c:02x}");
+    ip(&["-n", netns, "link", "set", "dev", bridge, "address", &mac]).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,16 +761,4 @@ mod tests {
             Path::new("/var/run/netns/amb-000000-pod-default_web")
         );
     }
-}
-
-/// Gives `bridge` a fixed, locally administered MAC (`02:a0:…`, unique per `id`). A bridge
-/// left to itself takes the lowest MAC of its ports and changes it whenever a port with a lower
-/// one is added, so a pod that learnt its gateway's MAC earlier would keep sending to an
-/// address the bridge no longer owns, and its traffic would vanish until its ARP entry
-/// expired. An address set explicitly never changes.
-async fn pin_bridge_mac(netns: &str, bridge: &str, id: u32) -> Result<()> {
-    let [_, a, b, c] = id.to_be_bytes();
-    let mac = format!("02:a0:00:{a:02x}:{b:02x}:{c:02x}");
-    ip(&["-n", netns, "link", "set", "dev", bridge, "address", &mac]).await?;
-    Ok(())
 }
