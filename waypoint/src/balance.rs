@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ambit_identity::SpiffeId;
-use ambit_model::destination_rule::{HashKey, LoadBalancer, TrafficPolicy};
+use ambit_model::destination_rule::{HashKey, LoadBalancer, Subset, TrafficPolicy};
 use ambit_model::route::Backend;
 use ambit_model::{Labels, Workload};
 use http::HeaderValue;
@@ -131,18 +131,16 @@ fn has_labels(workload: &Workload, labels: &Labels) -> bool {
         .all(|(key, value)| workload.labels().get(key) == Some(value))
 }
 
-/// The labels of subset `name` of `entry`'s DestinationRule; `503 NC` when there is no such
-/// subset.
-pub fn subset_labels<'s>(
+/// Subset `name` of `entry`'s DestinationRule; `503 NC` when there is no such subset.
+pub fn subset<'s>(
     snapshot: &'s Snapshot,
     entry: &ServiceEntry,
     name: &str,
-) -> Result<&'s Labels, ProxyError> {
+) -> Result<&'s Subset, ProxyError> {
     let service = &entry.service;
     snapshot
         .destination_rule(&ServiceKey::of(service))
         .and_then(|rule| rule.subset(name))
-        .map(|subset| &subset.labels)
         .ok_or_else(|| {
             ProxyError::unknown_subset(format!("{} has no subset {name:?}", service.hostname()))
         })
@@ -164,10 +162,8 @@ pub fn pick(
     let (policy, labels) = match (request.subset, rule) {
         (None, None) => (TrafficPolicy::default(), None),
         (None, Some(rule)) => (rule.policy().clone(), None),
-        (Some(name), rule) => {
-            let subset = rule.and_then(|r| r.subset(name)).ok_or_else(|| {
-                ProxyError::unknown_subset(format!("{} has no subset {name:?}", service.hostname()))
-            })?;
+        (Some(name), _) => {
+            let subset = subset(snapshot, entry, name)?;
             (subset.policy.clone(), Some(&subset.labels))
         }
     };

@@ -1108,7 +1108,7 @@ fn mirror_target(
     // A copy goes to an endpoint of the mirror's subset, without the main request's
     // DestinationRule state (pools, outlier ejection): mirrors are fire-and-forget.
     let labels = match backend.subset.as_deref() {
-        Some(name) => Some(balance::subset_labels(snapshot, &entry, name)?),
+        Some(name) => Some(&balance::subset(snapshot, &entry, name)?.labels),
         None => None,
     };
     let endpoint = balance::pick_endpoint(snapshot, &entry, port, labels)
