@@ -20,6 +20,7 @@ pub use ca::{CaServer, CaService, CaStats};
 pub use config::{
     ClientStatus, ConfigServer, ConfigServerOptions, ConfigService, DistributionStats,
 };
+pub use connection::PART_BYTES;
 
 /// HTTP/2 PING interval towards clients, so dead peers are noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
