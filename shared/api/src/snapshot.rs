@@ -257,52 +257,104 @@ impl Diff {
         self.upserts.is_empty() && self.removals.is_empty()
     }
 
-    /// The diff as the messages of one push: a single message when `part_bytes` is `None`,
-    /// otherwise parts of about `part_bytes` each (a resource larger than that gets a part of
-    /// its own), every one but the last marked `more`.
-    pub(crate) fn into_updates(
+    /// The diff as the messages of one push, built one at a time as they are taken: a single
+    /// message when `part_bytes` is `None`, otherwise parts of about `part_bytes` each (a
+    /// resource larger than that gets a part of its own), every one but the last marked
+    /// `more`.
+    pub(crate) fn into_parts(
         self,
         version: u64,
         nonce: &str,
         full: bool,
         part_bytes: Option<usize>,
-    ) -> Vec<proto::ConfigUpdate> {
-        let limit = part_bytes.unwrap_or(usize::MAX);
-        let new_part = || proto::ConfigUpdate {
+    ) -> Parts {
+        Parts {
+            upserts: self.upserts.into_iter(),
+            removals: self.removals.into_iter(),
+            held: None,
             version,
             nonce: nonce.to_owned(),
             full,
-            upserts: Vec::new(),
-            removals: Vec::new(),
-            more: true,
-        };
-        let mut parts = Vec::new();
-        let mut part = new_part();
-        let mut size = 0usize;
-        let mut room_for = |part: &mut proto::ConfigUpdate, size: &mut usize, bytes: usize| {
-            let empty = part.upserts.is_empty() && part.removals.is_empty();
-            if !empty && size.saturating_add(bytes) > limit {
-                parts.push(std::mem::replace(part, new_part()));
-                *size = 0;
-            }
-            *size = size.saturating_add(bytes);
-        };
-        for (key, payload) in self.upserts {
+            limit: part_bytes.unwrap_or(usize::MAX),
+            done: false,
+        }
+    }
+}
+
+/// The messages of one push, each encoded only when taken, so a client being sent a full
+/// resync holds one part's messages at a time, not the whole resync's.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    upserts: std::vec::IntoIter<(ResourceKey, Bytes)>,
+    removals: std::vec::IntoIter<ResourceKey>,
+    /// An entry taken that did not fit the previous part.
+    held: Option<(PartEntry, usize)>,
+    version: u64,
+    nonce: String,
+    full: bool,
+    limit: usize,
+    done: bool,
+}
+
+/// One entry of a part, with the bytes it adds to the message.
+#[derive(Debug)]
+enum PartEntry {
+    Upsert(proto::Resource),
+    Removal(proto::ResourceKey),
+}
+
+impl Parts {
+    fn next_entry(&mut self) -> Option<(PartEntry, usize)> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
+        if let Some((key, payload)) = self.upserts.next() {
             let resource = proto::Resource {
                 key: Some(key.to_proto()),
                 payload,
             };
-            room_for(&mut part, &mut size, field_len(resource.encoded_len()));
-            part.upserts.push(resource);
+            let size = field_len(resource.encoded_len());
+            return Some((PartEntry::Upsert(resource), size));
         }
-        for key in &self.removals {
-            let key = key.to_proto();
-            room_for(&mut part, &mut size, field_len(key.encoded_len()));
-            part.removals.push(key);
+        let key = self.removals.next()?.to_proto();
+        let size = field_len(key.encoded_len());
+        Some((PartEntry::Removal(key), size))
+    }
+}
+
+impl Iterator for Parts {
+    type Item = proto::ConfigUpdate;
+
+    fn next(&mut self) -> Option<proto::ConfigUpdate> {
+        if self.done {
+            return None;
         }
-        part.more = false;
-        parts.push(part);
-        parts
+        let mut part = proto::ConfigUpdate {
+            version: self.version,
+            nonce: self.nonce.clone(),
+            full: self.full,
+            upserts: Vec::new(),
+            removals: Vec::new(),
+            more: true,
+        };
+        let mut size = 0usize;
+        loop {
+            let Some((entry, entry_size)) = self.next_entry() else {
+                part.more = false;
+                self.done = true;
+                return Some(part);
+            };
+            let empty = part.upserts.is_empty() && part.removals.is_empty();
+            if !empty && size.saturating_add(entry_size) > self.limit {
+                self.held = Some((entry, entry_size));
+                return Some(part);
+            }
+            size = size.saturating_add(entry_size);
+            match entry {
+                PartEntry::Upsert(resource) => part.upserts.push(resource),
+                PartEntry::Removal(key) => part.removals.push(key),
+            }
+        }
     }
 }
 
@@ -415,7 +467,7 @@ mod tests {
     #[test]
     fn without_a_part_size_a_push_is_one_message() {
         let diff = diff_of(&[("a", 5000), ("b", 5000)], &["c"]);
-        let parts = diff.into_updates(7, "n", false, None);
+        let parts = diff.into_parts(7, "n", false, None).collect::<Vec<_>>();
         assert_eq!(parts.len(), 1);
         assert!(!parts[0].more);
         assert_eq!(names(&parts[0]), (vec!["a", "b"], vec!["c"]));
@@ -427,7 +479,7 @@ mod tests {
         // A key here encodes to 16 bytes (18 as a removal); a resource with a 40-byte
         // payload to 62 as an upsert: a and b fill 124 of 130, c is alone.
         let diff = diff_of(&[("a", 40), ("b", 40), ("c", 200), ("d", 10)], &["e", "f"]);
-        let parts = diff.into_updates(3, "n", true, Some(130));
+        let parts = diff.into_parts(3, "n", true, Some(130)).collect::<Vec<_>>();
         let shapes: Vec<_> = parts.iter().map(names).collect();
         assert_eq!(
             shapes,
@@ -449,7 +501,9 @@ mod tests {
 
     #[test]
     fn an_empty_full_push_is_still_one_message() {
-        let parts = Diff::default().into_updates(1, "n", true, Some(100));
+        let parts = Diff::default()
+            .into_parts(1, "n", true, Some(100))
+            .collect::<Vec<_>>();
         assert_eq!(parts.len(), 1);
         assert!(parts[0].full && !parts[0].more && parts[0].upserts.is_empty());
     }

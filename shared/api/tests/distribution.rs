@@ -758,7 +758,9 @@ async fn a_large_push_goes_in_parts_to_clients_that_accept_them() {
     let config = fast_server();
     let server = TestServer::start(Some(config.clone()), None).await;
     let node = ScopeKey::node("node-a");
-    let count = 6000;
+    // Over 4 MiB whole: more than tonic lets a client decode in one message by default, so
+    // without parts our client could never sync a scope this large.
+    let count = 20_000;
     let version = config.publish(node.clone(), many_workloads(count));
 
     let (mut parts, _requests) = raw_subscription(&server, "node-a", true).await;
@@ -785,7 +787,7 @@ async fn a_large_push_goes_in_parts_to_clients_that_accept_them() {
     }
     let expected: Vec<_> = (0..count).map(|i| format!("pod-{i:05}")).collect();
     assert_eq!(received, expected, "every resource once, in order");
-    assert!(messages > 4, "{messages} messages for {count} workloads");
+    assert!(messages > 16, "{messages} messages for {count} workloads");
 
     // A client that does not reassemble gets the push whole.
     let (mut whole, _requests) = raw_subscription(&server, "node-a", false).await;
@@ -796,7 +798,11 @@ async fn a_large_push_goes_in_parts_to_clients_that_accept_them() {
         .unwrap();
     assert!(!update.more);
     assert_eq!(update.upserts.len(), count);
-    assert!(update.encoded_len() > 4 * ambit_api::server::PART_BYTES);
+    assert!(
+        update.encoded_len() > 4 * 1024 * 1024,
+        "{}",
+        update.encoded_len()
+    );
 
     // Our client puts the parts together and acknowledges the push once.
     let reader = client(&server, node.clone(), "reader");

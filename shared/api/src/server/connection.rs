@@ -1,6 +1,5 @@
 //! One client stream: waits for changes of its scope, pushes diffs, tracks ACK and NACK.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,7 +12,7 @@ use tonic::{Status, Streaming};
 use super::config::{Published, Shared};
 use crate::proto::{self, subscribe_request};
 use crate::scope::ScopeKey;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Parts, Snapshot};
 
 /// Size of one part of a push to a client that accepts parts. tonic keeps each stream's
 /// encode buffer (and each client its decode buffer) at the size of the largest message it
@@ -21,8 +20,8 @@ use crate::snapshot::Snapshot;
 /// connected ztunnel, were most of the controller's memory.
 pub const PART_BYTES: usize = 256 * 1024;
 
-/// What one push sends: its messages, in order.
-pub(super) type Push = Vec<proto::ConfigUpdate>;
+/// What one push sends: its messages, in order, each built when the stream takes it.
+pub(super) type Push = Parts;
 
 /// The state of one client stream, owned by its task.
 pub(super) struct Connection {
@@ -156,8 +155,7 @@ impl Connection {
         let nonce = self.shared.nonce(latest.version);
         let (upserts, removals) = (diff.upserts.len(), diff.removals.len());
         let part_bytes = self.accepts_parts.then_some(PART_BYTES);
-        let push = diff.into_updates(latest.version, &nonce, full, part_bytes);
-        let parts = push.len();
+        let push = diff.into_parts(latest.version, &nonce, full, part_bytes);
         // At most one push is in flight, so the buffer only fills if the client is broken.
         if self.outbound.try_send(Ok(push)).is_err() {
             return Some(End::ClientGone);
@@ -169,7 +167,6 @@ impl Connection {
             full,
             upserts,
             removals,
-            parts,
             "pushed config"
         );
         self.in_flight = Some(InFlight {
@@ -232,15 +229,15 @@ pub(super) fn stream(
     receiver: mpsc::Receiver<Result<Push, Status>>,
 ) -> Pin<Box<dyn Stream<Item = Result<proto::ConfigUpdate, Status>> + Send>> {
     Box::pin(futures_util::stream::unfold(
-        (receiver, VecDeque::new()),
-        |(mut receiver, mut queued)| async move {
+        (receiver, None::<Push>),
+        |(mut receiver, mut current)| async move {
             loop {
-                if let Some(part) = queued.pop_front() {
-                    return Some((Ok(part), (receiver, queued)));
+                if let Some(part) = current.as_mut().and_then(Iterator::next) {
+                    return Some((Ok(part), (receiver, current)));
                 }
                 match receiver.recv().await? {
-                    Ok(push) => queued.extend(push),
-                    Err(status) => return Some((Err(status), (receiver, queued))),
+                    Ok(push) => current = Some(push),
+                    Err(status) => return Some((Err(status), (receiver, None))),
                 }
             }
         },
