@@ -38,6 +38,8 @@
 pub mod agent;
 pub mod app;
 pub mod core;
+pub mod discovery;
 pub mod kube;
+pub mod netns;
 pub mod state;
 pub mod ztunnel;

@@ -19,6 +19,8 @@ fn api_pod(uid: &str, namespace: &str, name: &str) -> ApiPod {
         labels: Labels::new(),
         host_network: false,
         has_sidecar: false,
+        ips: Vec::new(),
+        finished: false,
     }
 }
 
