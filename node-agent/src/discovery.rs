@@ -5,7 +5,7 @@
 //! finished and not in an excluded namespace, but that no CNI report (nor the state file)
 //! made known, is a **candidate**. Candidates are matched to the network namespaces under
 //! `--netns-dir` (where containerd and CRI-O bind-mount each sandbox's netns) by address:
-//! [`NetnsScanner`](crate::netns::NetnsScanner) lists each namespace's interface addresses,
+//! [`NetnsScanner`] lists each namespace's interface addresses,
 //! [`match_pods`] pairs them with the pods' `status.podIPs`, and a match is taken as if the
 //! plugin had reported it ([`Core::discover`](crate::core::Core::discover)): the same
 //! enrollment decision, remembered and persisted like any sandbox.
