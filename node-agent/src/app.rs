@@ -135,10 +135,11 @@ impl Args {
                 format!("{} is not absolute", self.netns_dir.display()),
             );
         }
-        for namespace in &self.exclude_namespaces {
-            if let Err(message) = namespace_name(namespace) {
-                return fail("exclude-namespaces", message);
-            }
+        if let Some(bad) = self.exclude_namespaces.iter().find(|ns| !is_dns_label(ns)) {
+            return fail(
+                "exclude-namespaces",
+                format!("{bad:?} is not a namespace name (lowercase letters, digits and '-')"),
+            );
         }
         for (flag, value) in [
             ("pod-wait-ms", self.pod_wait_ms),
@@ -171,15 +172,7 @@ fn node_name(name: &str) -> Result<(), String> {
     if name.len() > 253 {
         return Err(format!("{} bytes long, the limit is 253", name.len()));
     }
-    let valid_label = |label: &str| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if name.split('.').all(valid_label) {
+    if name.split('.').all(is_dns_label) {
         Ok(())
     } else {
         Err(format!(
@@ -188,22 +181,16 @@ fn node_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A Kubernetes namespace name: a DNS label.
-fn namespace_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
+/// An RFC 1123 label (a namespace name, a part of a node name): lowercase letters, digits
+/// and '-', 1 to 63 of them, a letter or digit at both ends.
+fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
-        ))
-    }
+        && !label.starts_with('-')
+        && !label.ends_with('-')
 }
 
 fn socket_path(flag: &'static str, path: &Path) -> Result<(), ArgsError> {
