@@ -74,16 +74,22 @@ expect() {
 # not COMMAND...: succeeds when the command fails.
 not() { ! "$@"; }
 
-# holds FILTER: the JSON on stdin satisfies the jq FILTER.
-holds() { jq -e "$1" >/dev/null; }
+# holds FILTER [jq args...]: the JSON on stdin satisfies the jq FILTER. No input (kubectl
+# failed) does not: `jq -e` alone would succeed on it.
+holds() {
+  local filter=$1 json
+  shift
+  json=$(cat)
+  [ -n "$json" ] && jq -e "$@" "$filter" >/dev/null <<<"$json"
+}
 
 # Retries a check while config propagates (policies, routes and enrollment are eventually
-# consistent): at most 30 tries, 2 s apart.
+# consistent): at most EVENTUALLY_TRIES (30) tries, 2 s apart.
 eventually() {
-  local _
-  for _ in $(seq 1 30); do
+  local try
+  for try in $(seq 1 "${EVENTUALLY_TRIES:-30}"); do
     if "$@"; then return 0; fi
-    sleep 2
+    if [ "$try" -lt "${EVENTUALLY_TRIES:-30}" ]; then sleep 2; fi
   done
   return 1
 }
@@ -129,8 +135,10 @@ report() {
 # answered NAMESPACE DEPLOYMENT URL N STATUS [load args...]: all N answered with STATUS.
 answered() {
   local requests=$4 status=$5
-  report "$1" "$2" "$3" "$4" "${@:6}" | jq -e --arg status "$status" --argjson n "$requests" \
-    '(.statuses[$status] // 0) == $n and .transportErrors == 0' >/dev/null
+  # shellcheck disable=SC2016  # $status, $version and $n are jq's
+  report "$1" "$2" "$3" "$4" "${@:6}" \
+    | holds '(.statuses[$status] // 0) == $n and .transportErrors == 0' \
+      --arg status "$status" --argjson n "$requests"
 }
 
 # refused NAMESPACE DEPLOYMENT URL: none of 3 requests got any answer (closed or reset).
@@ -146,8 +154,10 @@ unserved() {
 # from_version NAMESPACE DEPLOYMENT URL N VERSION [load args...]: all N answered 200 by VERSION.
 from_version() {
   local requests=$4 version=$5
-  report "$1" "$2" "$3" "$4" "${@:6}" | jq -e --arg version "$version" --argjson n "$requests" \
-    '(.statuses["200"] // 0) == $n and (.versions[$version] // 0) == $n' >/dev/null
+  # shellcheck disable=SC2016  # $status, $version and $n are jq's
+  report "$1" "$2" "$3" "$4" "${@:6}" \
+    | holds '(.statuses["200"] // 0) == $n and (.versions[$version] // 0) == $n' \
+      --arg version "$version" --argjson n "$requests"
 }
 
 # curl_status METHOD URL: the status curl (the shop client's curl container) got, 000 if none.
@@ -167,8 +177,10 @@ row_probes_pass() {
   # Readiness probes come from the kubelet; they pass only if the node SNATs them to the
   # probe source that the pods' redirection leaves alone.
   all_ready() {
-    local pod
-    for pod in $(kctl -n "$SHOP" get pods -o jsonpath='{.items[*].metadata.name}'); do
+    local pods pod
+    pods=$(kctl -n "$SHOP" get pods -o jsonpath='{.items[*].metadata.name}')
+    [ -n "$pods" ] || return 1
+    for pod in $pods; do
       kctl -n "$SHOP" get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' \
         | grep -q True || return 1
     done
@@ -192,8 +204,16 @@ row_mtls_on_the_wire() {
   expect "tcpdump listens on the server node's eth0" eventually listening
   expect "the secret round-trips" \
     answered "$SHOP" client "$url?secret=$secret" 1 200 -H "x-secret:$secret"
-  saw_hbone() { capture | grep -qF "$server_ip.15008"; }
+  hbone_lines() { capture | grep -cF "$server_ip.15008" || true; }
+  saw_hbone() { [ "$(hbone_lines)" -gt 0 ]; }
   expect "the capture saw the HBONE connection to $server_ip:15008" eventually saw_hbone
+  # tcpdump prints in order: once a later request shows up, the secret's packets are printed.
+  local before
+  before=$(hbone_lines)
+  more_lines() {
+    answered "$SHOP" client "$url" 1 200 && [ "$(hbone_lines)" -gt "$before" ]
+  }
+  expect "the capture is past the secret's packets" eventually more_lines
   in_clear() { capture | grep -qF "$secret"; }
   expect "the payload never crossed the wire in clear" not in_clear
 }
@@ -211,7 +231,8 @@ row_l4_authorization() {
   apply_sample l4-authorization
   local port80="http://l4-server.$SHOP.svc.cluster.local/"
   local port81="http://l4-server.$SHOP.svc.cluster.local:81/"
-  expect "both clients reach the server" eventually answered "$SHOP" denied "$port80" 3 200
+  expect "client and denied reach the server" eventually answered "$SHOP" denied "$port80" 3 200
+  expect "client reaches the server" answered "$SHOP" client "$port80" 3 200
   expect "the friend namespace reaches the server" eventually answered friend client "$port80" 3 200
   expect "the stranger namespace reaches the server" eventually answered stranger client "$port80" 3 200
 
@@ -393,12 +414,21 @@ row_dns_proxy() {
   expect "server. (the pod's namespace) resolves to the VIP" resolves server. "$server_vip"
   expect "server.$SHOP. resolves to the VIP" resolves "server.$SHOP." "$server_vip"
   expect "remote.far. resolves to the other namespace's VIP" resolves remote.far. "$remote_vip"
-  expect "remote. (not the pod's namespace) does not resolve to it" not resolves remote. "$remote_vip"
-  any_address() {
-    kctl -n "$SHOP" exec deploy/client -c load -- getent ahostsv4 "$1" >/dev/null 2>&1
+  # not_to NAME VIP: getent ran and found NAME unknown (exit 2) or gave other addresses; a
+  # failed exec is no evidence either way.
+  not_to() {
+    local addresses code=0
+    addresses=$(kctl -n "$SHOP" exec deploy/client -c load -- getent ahostsv4 "$1" 2>/dev/null) \
+      || code=$?
+    case $code in
+      0) ! awk '{print $1}' <<<"$addresses" | grep -qx "$2" ;;
+      2) true ;;
+      *) false ;;
+    esac
   }
-  expect "a name that is no Service does not resolve" \
-    not any_address "nothing-here.$SHOP.svc.cluster.local."
+  expect "remote. (not the pod's namespace) does not resolve to it" not_to remote. "$remote_vip"
+  expect "a name that is no Service resolves to no VIP" \
+    not_to "nothing-here.$SHOP.svc.cluster.local." "$server_vip"
 }
 
 row_namespace_label_live() {
@@ -422,7 +452,7 @@ row_tracing_otlp() {
   traced_answer() {
     answer=$(kctl -n "$SHOP" exec deploy/client -c load -- load once "$SERVER/items" --timeout 5s \
       -H "traceparent:00-$TRACE_ID-$CLIENT_SPAN-01" 2>/dev/null) || return 1
-    parent=$(jq -r '.headers.traceparent // empty' <<<"$answer")
+    parent=$(jq -r '.headers.traceparent // empty' <<<"$answer" 2>/dev/null)
     [ -n "$parent" ]
   }
   expect "the backend received a traceparent" eventually traced_answer
@@ -449,7 +479,7 @@ row_prometheus_istio_metrics() {
   traffic_and_series() {
     answered "$SHOP" client "$SERVER/" 20 200 && series "$1"
   }
-  expect "ztunnel targets are up" eventually series 'up{namespace="ambit-system"} == 1'
+  expect "ztunnel targets are up" eventually series 'up{namespace="ambit-system",pod=~"ztunnel-.*"} == 1'
   expect "istio_requests_total from the waypoint for client -> server, mTLS" \
     eventually traffic_and_series "istio_requests_total{reporter=\"waypoint\",response_code=\"200\",destination_service=\"server.$SHOP.svc.cluster.local\",source_principal=\"cluster.local/ns/$SHOP/sa/client\",connection_security_policy=\"mutual_tls\"}"
   expect "ztunnel reports TCP connections" \

@@ -193,7 +193,10 @@ fn waypoint_tracing_flags_are_passed_only_when_set() {
         traced.contains(&"--otlp-endpoint=http://otel-collector.observability.svc:4317".to_owned()),
         "{traced:?}"
     );
-    assert!(traced.contains(&"--trace-sampling=1".to_owned()), "{traced:?}");
+    assert!(
+        traced.contains(&"--trace-sampling=1".to_owned()),
+        "{traced:?}"
+    );
 }
 
 #[test]

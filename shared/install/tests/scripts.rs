@@ -197,7 +197,10 @@ fn the_kind_rows_cover_the_local_scenario_list() {
         .flat_map(|(_, tests)| tests.iter().map(|t| (*t).to_owned()))
         .collect();
     let unknown: Vec<_> = mirrored.difference(&local).collect();
-    assert!(unknown.is_empty(), "rows name no such local test: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "rows name no such local test: {unknown:?}"
+    );
     let uncovered: Vec<_> = local.difference(&mirrored).collect();
     assert!(
         uncovered.is_empty(),
@@ -281,7 +284,10 @@ fn kind_samples_are_valid_objects() {
             kinds.insert(kind);
         }
     }
-    for kind in MESH_KINDS.iter().chain(&["Deployment", "Service", "Namespace"]) {
+    for kind in MESH_KINDS
+        .iter()
+        .chain(&["Deployment", "Service", "Namespace"])
+    {
         assert!(kinds.contains(*kind), "no {kind} sample");
     }
 }
@@ -313,7 +319,12 @@ fn kind_samples_line_up_and_every_row_file_is_used() {
         })
         .collect();
     let accounts: BTreeSet<(String, String)> = of_kind("ServiceAccount")
-        .map(|a| (namespace_of(a), a["metadata"]["name"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                namespace_of(a),
+                a["metadata"]["name"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     for (namespace, labels, account) in &pods {
         assert!(
@@ -353,7 +364,11 @@ fn kind_samples_line_up_and_every_row_file_is_used() {
             "Service {namespace}/{name} selects no pod"
         );
         for port in service["spec"]["ports"].as_array().unwrap() {
-            ports.insert((namespace.clone(), name.to_owned(), port["port"].as_i64().unwrap()));
+            ports.insert((
+                namespace.clone(),
+                name.to_owned(),
+                port["port"].as_i64().unwrap(),
+            ));
         }
     }
     for route in of_kind("HTTPRoute") {
@@ -375,7 +390,10 @@ fn kind_samples_line_up_and_every_row_file_is_used() {
                 reference["name"].as_str().unwrap().to_owned(),
                 reference["port"].as_i64().unwrap(),
             );
-            assert!(ports.contains(&key), "route names a missing Service port {key:?}");
+            assert!(
+                ports.contains(&key),
+                "route names a missing Service port {key:?}"
+            );
         }
     }
 
@@ -398,5 +416,111 @@ fn kind_samples_line_up_and_every_row_file_is_used() {
         .collect();
     assert!(unused.is_empty(), "samples no row applies: {unused:?}");
     let missing: Vec<_> = applied.difference(&files).collect();
-    assert!(missing.is_empty(), "scenarios.sh applies missing samples: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "scenarios.sh applies missing samples: {missing:?}"
+    );
+}
+
+/// A stand-in `kubectl` for the runner tests: logs every call, answers `exec … load get … -n N`
+/// with N answers of 200 (or fails once the controller was scaled to 0, when
+/// `FAKE_FAIL_WITHOUT_CONTROLLER` is set) and succeeds silently otherwise.
+const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
+echo "$*" >> "$FAKE_DIR/calls"
+case " $* " in
+  *" --replicas=0 "*) touch "$FAKE_DIR/controller-down" ;;
+  *" --replicas=1 "*) rm -f "$FAKE_DIR/controller-down" ;;
+esac
+case " $* " in
+  *" exec "*)
+    if [ -n "${FAKE_FAIL_WITHOUT_CONTROLLER:-}" ] && [ -e "$FAKE_DIR/controller-down" ]; then
+      exit 1
+    fi
+    n=0 previous=
+    for arg in "$@"; do
+      if [ "$previous" = -n ]; then n=$arg; fi
+      previous=$arg
+    done
+    printf '{"statuses":{"200":%s},"transportErrors":0,"versions":{}}\n' "$n"
+    ;;
+esac
+"#;
+
+/// Runs `scenarios.sh ARGS` with the fake kubectl first on PATH; (exit code, stdout, calls).
+fn run_scenarios_with_fake_kubectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubectl = dir.path().join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::set_permissions(
+        &kubectl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let output = Command::new("bash")
+        .arg(repo().join("e2e/kind/scenarios.sh"))
+        .args(args)
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+        .env("FAKE_DIR", dir.path())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8(output.stdout).unwrap(),
+        calls,
+    )
+}
+
+/// The line numbers of the calls containing `needle`.
+fn call_lines(calls: &str, needle: &str) -> Vec<usize> {
+    calls
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| line.contains(needle))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn a_row_runs_alone_and_undoes_its_changes_whether_it_passes_or_fails() {
+    if Command::new("jq").arg("--version").output().is_err() {
+        panic!("jq is not installed: run scripts/install-prereqs.sh");
+    }
+    // Passing: only the row named runs; the controller is scaled down, then back.
+    let (code, stdout, calls) = run_scenarios_with_fake_kubectl(&["controller-killed"], &[]);
+    assert_eq!(code, 0, "{stdout}\n{calls}");
+    assert!(stdout.contains("PASS controller-killed"), "{stdout}");
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    assert!(!stdout.contains("probes-pass"), "{stdout}");
+    let down = call_lines(&calls, "--replicas=0");
+    let up = call_lines(&calls, "--replicas=1");
+    assert!(
+        down.len() == 1 && up.len() == 1 && down[0] < up[0],
+        "{calls}"
+    );
+
+    // Failing after the scale-down: FAIL, a non-zero exit, and the controller is still
+    // scaled back (the row's cleanup runs on failure too).
+    let (code, stdout, calls) = run_scenarios_with_fake_kubectl(
+        &["controller-killed"],
+        &[("FAKE_FAIL_WITHOUT_CONTROLLER", "1")],
+    );
+    assert_ne!(code, 0, "{stdout}");
+    assert!(stdout.contains("FAIL controller-killed"), "{stdout}");
+    assert!(
+        stdout.contains("0 passed, 1 failed: controller-killed"),
+        "{stdout}"
+    );
+    let down = call_lines(&calls, "--replicas=0");
+    let up = call_lines(&calls, "--replicas=1");
+    assert!(
+        down.len() == 1 && up.len() == 1 && down[0] < up[0],
+        "{calls}"
+    );
+
+    // An unknown row is refused before anything runs.
+    let (code, _, calls) = run_scenarios_with_fake_kubectl(&["no-such-row"], &[]);
+    assert_ne!(code, 0);
+    assert!(calls.is_empty(), "{calls}");
 }

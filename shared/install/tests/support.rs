@@ -226,7 +226,10 @@ fn schema_of(crds: &BTreeMap<String, CustomResourceDefinition>, object: &Value) 
     strict_schema(&serde_json::to_value(schema).unwrap())
 }
 
-pub fn violations(crds: &BTreeMap<String, CustomResourceDefinition>, object: &Value) -> Vec<String> {
+pub fn violations(
+    crds: &BTreeMap<String, CustomResourceDefinition>,
+    object: &Value,
+) -> Vec<String> {
     let schema = schema_of(crds, object);
     let validator = jsonschema::validator_for(&schema).unwrap();
     // metadata is the API server's business, not the schema's.
