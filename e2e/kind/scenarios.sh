@@ -100,9 +100,12 @@ apply_sample() {
   local file="$KIND_DIR/samples/$1.yaml"
   kctl -n "$SHOP" apply -f "$file" >&2
   defer delete_sample "$1"
-  local namespace
-  for namespace in $(kctl -n "$SHOP" get -f "$file" -o jsonpath='{range .items[?(@.kind=="Deployment")]}{.metadata.namespace}{"\n"}{end}' | sort -u); do
-    kctl -n "$namespace" wait --for=condition=Available deployment --all --timeout "${WAIT_SECONDS}s" >&2
+  # Only the file's own Deployments: others (a waypoint being removed) are not waited for.
+  local deployment
+  for deployment in $(kctl -n "$SHOP" get -f "$file" \
+    -o jsonpath='{range .items[?(@.kind=="Deployment")]}{.metadata.namespace}/{.metadata.name}{" "}{end}'); do
+    kctl -n "${deployment%%/*}" wait --for=condition=Available "deployment/${deployment#*/}" \
+      --timeout "${WAIT_SECONDS}s" >&2
   done
 }
 delete_sample() {
@@ -113,6 +116,9 @@ delete_sample() {
 # with_waypoint [SERVICE...]: the namespace waypoint (samples/waypoint.yaml) deployed on demand
 # and used by the Services named; both undone when the row ends.
 with_waypoint() {
+  # Runs after the Gateway's removal: its Deployment goes by garbage collection, and the next
+  # row's Gateway of the same name must not race it.
+  defer kctl -n "$SHOP" wait --for=delete deployment/waypoint --timeout "${WAIT_SECONDS}s" '>&2'
   apply_sample waypoint
   kctl -n "$SHOP" wait --for=condition=Programmed gateway/waypoint --timeout "${WAIT_SECONDS}s" >&2
   kctl -n "$SHOP" rollout status deployment/waypoint --timeout "${WAIT_SECONDS}s" >&2
@@ -178,14 +184,15 @@ row_probes_pass() {
   # probe source that the pods' redirection leaves alone.
   all_ready() {
     local pods pod
-    pods=$(kctl -n "$SHOP" get pods -o jsonpath='{.items[*].metadata.name}')
+    pods=$(kctl -n "$SHOP" get pods -l 'app in (client,denied,server)' \
+      -o jsonpath='{.items[*].metadata.name}')
     [ -n "$pods" ] || return 1
     for pod in $pods; do
       kctl -n "$SHOP" get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' \
         | grep -q True || return 1
     done
   }
-  expect "every ambient pod is Ready" all_ready
+  expect "every pod of apps.yaml is Ready" all_ready
   expect "client reaches server over the mesh" eventually answered "$SHOP" client "$SERVER/" 5 200
 }
 
