@@ -101,12 +101,16 @@ apply_sample() {
   kctl -n "$SHOP" apply -f "$file" >&2
   defer delete_sample "$1"
   # Only the file's own Deployments: others (a waypoint being removed) are not waited for.
-  local deployment
-  for deployment in $(kctl -n "$SHOP" get -f "$file" \
-    -o jsonpath='{range .items[?(@.kind=="Deployment")]}{.metadata.namespace}/{.metadata.name}{" "}{end}'); do
-    kctl -n "${deployment%%/*}" wait --for=condition=Available "deployment/${deployment#*/}" \
-      --timeout "${WAIT_SECONDS}s" >&2
-  done
+  # (custom-columns: one line per object whether the file holds one object or a List).
+  local objects kind namespace name
+  objects=$(kctl -n "$SHOP" get -f "$file" --no-headers \
+    -o custom-columns=KIND:.kind,NAMESPACE:.metadata.namespace,NAME:.metadata.name)
+  while read -r kind namespace name; do
+    if [ "$kind" = Deployment ]; then
+      kctl -n "$namespace" wait --for=condition=Available "deployment/$name" \
+        --timeout "${WAIT_SECONDS}s" >&2
+    fi
+  done <<<"$objects"
 }
 delete_sample() {
   kctl -n "$SHOP" delete -f "$KIND_DIR/samples/$1.yaml" --ignore-not-found --wait \
