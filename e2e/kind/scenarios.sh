@@ -74,6 +74,9 @@ expect() {
 # not COMMAND...: succeeds when the command fails.
 not() { ! "$@"; }
 
+# Pipelines end in `grep PATTERN >/dev/null`, not `grep -q`: -q stops reading at the first
+# match, and with pipefail the writer's SIGPIPE would fail the pipeline.
+
 # holds FILTER [jq args...]: the JSON on stdin satisfies the jq FILTER. No input (kubectl
 # failed) does not: `jq -e` alone would succeed on it.
 holds() {
@@ -193,7 +196,7 @@ row_probes_pass() {
     [ -n "$pods" ] || return 1
     for pod in $pods; do
       kctl -n "$SHOP" get pod "$pod" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' \
-        | grep -q True || return 1
+        | grep True >/dev/null || return 1
     done
   }
   expect "every pod of apps.yaml is Ready" all_ready
@@ -211,7 +214,7 @@ row_mtls_on_the_wire() {
     test "$(node_of "$SHOP" app=client)" != "$(node_of "$SHOP" app=wire-server)"
   expect "the client reaches the server" eventually answered "$SHOP" client "$url" 3 200
   capture() { kctl -n "$SHOP" logs deploy/wire-capture 2>/dev/null; }
-  listening() { capture | grep -q 'listening on'; }
+  listening() { capture | grep 'listening on' >/dev/null; }
   expect "tcpdump listens on the server node's eth0" eventually listening
   expect "the secret round-trips" \
     answered "$SHOP" client "$url?secret=$secret" 1 200 -H "x-secret:$secret"
@@ -225,7 +228,7 @@ row_mtls_on_the_wire() {
     answered "$SHOP" client "$url" 1 200 && [ "$(hbone_lines)" -gt "$before" ]
   }
   expect "the capture is past the secret's packets" eventually more_lines
-  in_clear() { capture | grep -qF "$secret"; }
+  in_clear() { capture | grep -F "$secret" >/dev/null; }
   expect "the payload never crossed the wire in clear" not in_clear
 }
 
@@ -285,7 +288,7 @@ row_waypoint_on_demand() {
     pod=$(pod_of "$SHOP" gateway.networking.k8s.io/gateway-name=waypoint)
     kctl get --raw "/api/v1/namespaces/$SHOP/pods/$pod:15020/proxy/metrics" \
       | grep '^istio_requests_total{' | grep -F "destination_service=\"server.$SHOP.svc.cluster.local\"" \
-      | grep -qF 'reporter="waypoint"'
+      | grep -F 'reporter="waypoint"' >/dev/null
   }
   expect "the requests went through the waypoint (its istio_requests_total)" \
     eventually waypoint_counted
@@ -419,7 +422,7 @@ row_dns_proxy() {
   # skip the search list: only ztunnel's DNS proxy answers `server.` (kube-dns does not).
   resolves() {
     kctl -n "$SHOP" exec deploy/client -c load -- getent ahostsv4 "$1" 2>/dev/null \
-      | awk '{print $1}' | grep -qx "$2"
+      | awk '{print $1}' | grep -x "$2" >/dev/null
   }
   expect "the full name resolves to the VIP" eventually resolves "server.$SHOP.svc.cluster.local" "$server_vip"
   expect "server. (the pod's namespace) resolves to the VIP" resolves server. "$server_vip"
@@ -432,7 +435,7 @@ row_dns_proxy() {
     addresses=$(kctl -n "$SHOP" exec deploy/client -c load -- getent ahostsv4 "$1" 2>/dev/null) \
       || code=$?
     case $code in
-      0) ! awk '{print $1}' <<<"$addresses" | grep -qx "$2" ;;
+      0) ! awk '{print $1}' <<<"$addresses" | grep -x "$2" >/dev/null ;;
       2) true ;;
       *) false ;;
     esac
@@ -471,7 +474,7 @@ row_tracing_otlp() {
   expect "with the client's trace id" test "$(cut -d- -f2 <<<"$parent")" = "$TRACE_ID"
   expect "and the waypoint's span as parent (not the client's)" \
     test "$(cut -d- -f3 <<<"$parent")" != "$CLIENT_SPAN"
-  collected() { kctl -n observability logs deploy/otel-collector 2>/dev/null | grep -qF "$TRACE_ID"; }
+  collected() { kctl -n observability logs deploy/otel-collector 2>/dev/null | grep -F "$TRACE_ID" >/dev/null; }
   expect "a span of the trace reached the OTLP collector" eventually collected
 }
 

@@ -28,6 +28,7 @@ fn scripts() -> Vec<PathBuf> {
     scripts.sort();
     scripts.push(repo().join("images/cni-installer/install-cni.sh"));
     scripts.push(repo().join(".ci/run"));
+    scripts.push(repo().join("shared/install/tests/fixtures/fake-kubectl.sh"));
     scripts
 }
 
@@ -422,35 +423,17 @@ fn kind_samples_line_up_and_every_row_file_is_used() {
     );
 }
 
-/// A stand-in `kubectl` for the runner tests: logs every call, answers `exec … load get … -n N`
-/// with N answers of 200 (or fails once the controller was scaled to 0, when
-/// `FAKE_FAIL_WITHOUT_CONTROLLER` is set) and succeeds silently otherwise.
-const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
-echo "$*" >> "$FAKE_DIR/calls"
-case " $* " in
-  *" --replicas=0 "*) touch "$FAKE_DIR/controller-down" ;;
-  *" --replicas=1 "*) rm -f "$FAKE_DIR/controller-down" ;;
-esac
-case " $* " in
-  *" exec "*)
-    if [ -n "${FAKE_FAIL_WITHOUT_CONTROLLER:-}" ] && [ -e "$FAKE_DIR/controller-down" ]; then
-      exit 1
-    fi
-    n=0 previous=
-    for arg in "$@"; do
-      if [ "$previous" = -n ]; then n=$arg; fi
-      previous=$arg
-    done
-    printf '{"statuses":{"200":%s},"transportErrors":0,"versions":{}}\n' "$n"
-    ;;
-esac
-"#;
-
-/// Runs `scenarios.sh ARGS` with the fake kubectl first on PATH; (exit code, stdout, calls).
-fn run_scenarios_with_fake_kubectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+/// Runs `scenarios.sh ARGS` against `tests/fixtures/fake-kubectl.sh` (a stand-in cluster
+/// whose mesh behaves as the rows expect, but for the behaviour `broken` names); returns the
+/// exit code, stdout and the kubectl calls made.
+fn run_scenarios_with_fake_kubectl(args: &[&str], broken: Option<&str>) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let kubectl = dir.path().join("kubectl");
-    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-kubectl.sh"),
+        &kubectl,
+    )
+    .unwrap();
     std::fs::set_permissions(
         &kubectl,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -461,7 +444,9 @@ fn run_scenarios_with_fake_kubectl(args: &[&str], env: &[(&str, &str)]) -> (i32,
         .args(args)
         .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
         .env("FAKE_DIR", dir.path())
-        .envs(env.iter().copied())
+        .env("FAKE_BROKEN", broken.unwrap_or(""))
+        // One try per check: the fake answers at once, and a broken behaviour stays broken.
+        .env("EVENTUALLY_TRIES", "1")
         .output()
         .unwrap();
     let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap_or_default();
@@ -470,6 +455,57 @@ fn run_scenarios_with_fake_kubectl(args: &[&str], env: &[(&str, &str)]) -> (i32,
         String::from_utf8(output.stdout).unwrap(),
         calls,
     )
+}
+
+fn require_jq() {
+    assert!(
+        Command::new("jq").arg("--version").output().is_ok(),
+        "jq is not installed: run scripts/install-prereqs.sh"
+    );
+}
+
+/// For each row, a behaviour of the fake mesh whose breaking that row must detect.
+const BROKEN: &[(&str, &str)] = &[
+    ("probes", "probes-pass"),
+    ("mtls", "mtls-on-the-wire"),
+    ("strict", "strict-vs-permissive"),
+    ("l4", "l4-authorization"),
+    ("l7-without-waypoint", "l7-policy-without-waypoint-denies"),
+    ("waypoint-metrics", "waypoint-on-demand"),
+    ("precedence", "use-waypoint-precedence"),
+    ("l7-method", "l7-deny-method-path"),
+    ("header-route", "header-route-v2"),
+    ("canary", "canary-90-10"),
+    ("retries", "retries-mask-failures"),
+    ("timeout", "timeout-504"),
+    ("fault", "fault-delay-abort"),
+    ("outlier", "outlier-ejection"),
+    ("dns", "dns-proxy"),
+    ("label-live", "namespace-label-live"),
+    ("tracing", "tracing-otlp"),
+    ("prometheus", "prometheus-istio-metrics"),
+    ("controller-needed", "controller-killed"),
+    ("fail-open", "ztunnel-killed"),
+];
+
+#[test]
+fn every_row_passes_against_a_working_mesh_and_fails_when_its_behaviour_breaks() {
+    require_jq();
+    let (code, stdout, _) = run_scenarios_with_fake_kubectl(&[], None);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.ends_with(&format!("{} passed, 0 failed\n", ROWS.len())),
+        "{stdout}"
+    );
+
+    let rows: Vec<&str> = ROWS.iter().map(|(row, _)| *row).collect();
+    let checked: Vec<&str> = BROKEN.iter().map(|(_, row)| *row).collect();
+    assert_eq!(checked, rows, "one broken behaviour per row, in row order");
+    for (broken, row) in BROKEN {
+        let (code, stdout, _) = run_scenarios_with_fake_kubectl(&[row], Some(broken));
+        assert_ne!(code, 0, "{row} passed with {broken} broken: {stdout}");
+        assert!(stdout.contains(&format!("FAIL {row}\n")), "{stdout}");
+    }
 }
 
 /// The line numbers of the calls containing `needle`.
@@ -484,43 +520,54 @@ fn call_lines(calls: &str, needle: &str) -> Vec<usize> {
 
 #[test]
 fn a_row_runs_alone_and_undoes_its_changes_whether_it_passes_or_fails() {
-    if Command::new("jq").arg("--version").output().is_err() {
-        panic!("jq is not installed: run scripts/install-prereqs.sh");
+    require_jq();
+    for broken in [None, Some("controller-needed")] {
+        let (code, stdout, calls) = run_scenarios_with_fake_kubectl(&["controller-killed"], broken);
+        let expected = if broken.is_none() {
+            "PASS controller-killed"
+        } else {
+            "FAIL controller-killed"
+        };
+        assert!(stdout.contains(expected), "{stdout}");
+        assert_eq!(code == 0, broken.is_none(), "{stdout}");
+        // Only the row named ran, and the controller is scaled back after the scale-down,
+        // also when the row failed while it was down.
+        assert!(!stdout.contains("probes-pass"), "{stdout}");
+        let down = call_lines(&calls, "--replicas=0");
+        let up = call_lines(&calls, "--replicas=1");
+        assert!(
+            down.len() == 1 && up.len() == 1 && down[0] < up[0],
+            "{calls}"
+        );
     }
-    // Passing: only the row named runs; the controller is scaled down, then back.
-    let (code, stdout, calls) = run_scenarios_with_fake_kubectl(&["controller-killed"], &[]);
-    assert_eq!(code, 0, "{stdout}\n{calls}");
-    assert!(stdout.contains("PASS controller-killed"), "{stdout}");
-    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
-    assert!(!stdout.contains("probes-pass"), "{stdout}");
-    let down = call_lines(&calls, "--replicas=0");
-    let up = call_lines(&calls, "--replicas=1");
-    assert!(
-        down.len() == 1 && up.len() == 1 && down[0] < up[0],
-        "{calls}"
-    );
 
-    // Failing after the scale-down: FAIL, a non-zero exit, and the controller is still
-    // scaled back (the row's cleanup runs on failure too).
-    let (code, stdout, calls) = run_scenarios_with_fake_kubectl(
-        &["controller-killed"],
-        &[("FAKE_FAIL_WITHOUT_CONTROLLER", "1")],
-    );
-    assert_ne!(code, 0, "{stdout}");
-    assert!(stdout.contains("FAIL controller-killed"), "{stdout}");
+    // A row's samples are removed when it ends, also when it failed; the waypoint too.
+    let (code, _, calls) =
+        run_scenarios_with_fake_kubectl(&["header-route-v2"], Some("header-route"));
+    assert_ne!(code, 0);
+    for sample in ["header-route-v2.yaml", "waypoint.yaml"] {
+        let file = format!("/e2e/kind/samples/{sample}");
+        let applied = call_lines(&calls, " apply -f ");
+        let deleted = call_lines(&calls, " delete -f ");
+        let of_sample = |lines: Vec<usize>| -> Vec<usize> {
+            lines
+                .into_iter()
+                .filter(|i| calls.lines().nth(*i).is_some_and(|l| l.contains(&file)))
+                .collect()
+        };
+        let (applied, deleted) = (of_sample(applied), of_sample(deleted));
+        assert!(
+            applied.len() == 1 && deleted.len() == 1 && applied[0] < deleted[0],
+            "{sample}: {calls}"
+        );
+    }
     assert!(
-        stdout.contains("0 passed, 1 failed: controller-killed"),
-        "{stdout}"
-    );
-    let down = call_lines(&calls, "--replicas=0");
-    let up = call_lines(&calls, "--replicas=1");
-    assert!(
-        down.len() == 1 && up.len() == 1 && down[0] < up[0],
+        calls.contains("label service server istio.io/use-waypoint-"),
         "{calls}"
     );
 
     // An unknown row is refused before anything runs.
-    let (code, _, calls) = run_scenarios_with_fake_kubectl(&["no-such-row"], &[]);
+    let (code, _, calls) = run_scenarios_with_fake_kubectl(&["no-such-row"], None);
     assert_ne!(code, 0);
     assert!(calls.is_empty(), "{calls}");
 }
