@@ -489,7 +489,7 @@ const BROKEN: &[(&str, &str)] = &[
 ];
 
 #[test]
-fn every_row_passes_against_a_working_mesh_and_fails_when_its_behaviour_breaks() {
+fn every_row_passes_against_a_working_mesh() {
     require_jq();
     let (code, stdout, _) = run_scenarios_with_fake_kubectl(&[], None);
     assert_eq!(code, 0, "{stdout}");
@@ -497,7 +497,11 @@ fn every_row_passes_against_a_working_mesh_and_fails_when_its_behaviour_breaks()
         stdout.ends_with(&format!("{} passed, 0 failed\n", ROWS.len())),
         "{stdout}"
     );
+}
 
+#[test]
+fn each_row_fails_when_the_behaviour_it_checks_breaks() {
+    require_jq();
     let rows: Vec<&str> = ROWS.iter().map(|(row, _)| *row).collect();
     let checked: Vec<&str> = BROKEN.iter().map(|(_, row)| *row).collect();
     assert_eq!(checked, rows, "one broken behaviour per row, in row order");
