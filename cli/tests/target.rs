@@ -109,15 +109,15 @@ fn a_running_local_mesh_is_the_default_target() {
     let dir = scratch("local");
     let table = json!({
         "result": "table",
-        "header": ["NAMESPACE", "NAME", "ADDRESS", "PROCESS"],
-        "rows": [["shop", "wp", "10.0.1.9", "running"]],
+        "header": ["NAMESPACE", "NAME", "FOR", "ADDRESS", "PROCESS"],
+        "rows": [["shop", "wp", "service", "10.0.1.9", "running"]],
     });
     let daemon = fake_daemon(&dir.join("state"), table);
     let (code, stdout, stderr) = ambit(&dir, &["waypoint", "list"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert_eq!(
         stdout,
-        "NAMESPACE  NAME  ADDRESS   PROCESS\nshop       wp    10.0.1.9  running\n"
+        "NAMESPACE  NAME  FOR      ADDRESS   PROCESS\nshop       wp    service  10.0.1.9  running\n"
     );
     let request = daemon.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(request, json!({"op": "getWaypoints"}));
