@@ -194,20 +194,20 @@ async fn fetch_unbounded(
         message,
     };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let mut forwarder = pods
-        .portforward(&pod.name, &[ADMIN_PORT])
-        .await
-        .map_err(|source| refused(namespace, &pod.name, action, source))?;
+    let mut forwarder = AbortOnDrop(
+        pods.portforward(&pod.name, &[ADMIN_PORT])
+            .await
+            .map_err(|source| refused(namespace, &pod.name, action, source))?,
+    );
     let (Some(stream), Some(kubelet_error)) = (
-        forwarder.take_stream(ADMIN_PORT),
-        forwarder.take_error(ADMIN_PORT),
+        forwarder.0.take_stream(ADMIN_PORT),
+        forwarder.0.take_error(ADMIN_PORT),
     ) else {
         // kube-rs hands out one stream and one error future per requested port.
         return Err(admin_error(format!(
             "the port-forward has no stream for port {ADMIN_PORT}"
         )));
     };
-    let _forwarder = AbortOnDrop(forwarder);
     let exchange = get(stream, endpoint);
     tokio::pin!(exchange, kubelet_error);
     // The kubelet reports on the port's error channel when it cannot connect to the port (then
