@@ -4,7 +4,7 @@
 //! loopback-only admin port inside the pod.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Helpers outside #[test] fns panic on purpose.
 
-mod portforward_support;
+mod kube_support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +13,7 @@ use ambit_cli::cluster::ClusterError;
 use ambit_cli::cluster::ztunnel::{self, ZtunnelOn};
 use ambit_cli::ztunnel_config::{Output, Resource, render};
 use http::StatusCode;
-use portforward_support::{AdminStub, FakeApi, Forward, PORT_FORWARD_PROTOCOL, closed_port};
+use kube_support::portforward::{AdminStub, FakeApi, Forward, PORT_FORWARD_PROTOCOL, closed_port};
 use serde_json::{Value, json};
 
 const ZTUNNEL_PODS: &str = "/api/v1/namespaces/ambit-system/pods";

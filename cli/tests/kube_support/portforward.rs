@@ -5,11 +5,9 @@
 //! messages whose first byte is the channel (0 data, 1 error for the first port), the first
 //! message on each channel carrying the port (2 bytes, little endian), then channel 0 relayed
 //! to a real TCP connection to the "pod's" port, or the dial error sent on channel 1. The
-//! tower-test mock of `kube_support` cannot do this: it has no HTTP upgrade.
+//! tower-test mock of this module's parent cannot do this: it has no HTTP upgrade.
 //!
 //! Also: [`AdminStub`], a tiny hyper server standing for ztunnel's admin port.
-
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -26,7 +24,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -183,15 +181,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 fn status_body(status: StatusCode, message: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Status",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": status.canonical_reason().unwrap_or_default(),
-        "code": status.as_u16(),
-    })
+    super::status(
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+        message,
+    )
 }
 
 /// Answers the WebSocket handshake (only when v4 is offered, as the API server does) and
