@@ -37,6 +37,7 @@ ROWS=(
   namespace-label-live
   tracing-otlp
   prometheus-istio-metrics
+  control-plane-tls
   controller-killed
   ztunnel-killed
 )
@@ -498,6 +499,31 @@ row_prometheus_istio_metrics() {
     eventually traffic_and_series "istio_requests_total{reporter=\"waypoint\",response_code=\"200\",destination_service=\"server.$SHOP.svc.cluster.local\",source_principal=\"cluster.local/ns/$SHOP/sa/client\",connection_security_policy=\"mutual_tls\"}"
   expect "ztunnel reports TCP connections" \
     eventually traffic_and_series 'istio_tcp_connections_opened_total{reporter=~"source|destination"}'
+}
+
+# What it proves: the controller's port (15012) answers only TLS, with a certificate that
+# chains to the root the controller publishes (ConfigMap ambit-ca-root-cert, what ztunnel and
+# the waypoints are given) for the Service name the proxies dial; plaintext gets no answer.
+row_control_plane_tls() {
+  local root url="ambit-controller.$AMBIT_NAMESPACE.svc:15012/"
+  root=$(kctl -n "$AMBIT_NAMESPACE" get configmap ambit-ca-root-cert \
+    -o jsonpath='{.data.root-cert\.pem}')
+  has_certificate() { grep -- '-----BEGIN CERTIFICATE-----' <<<"$root" >/dev/null; }
+  expect "the controller published its root" has_certificate
+  kctl -n "$SHOP" exec -i deploy/client -c curl -- tee /tmp/ambit-root.pem <<<"$root" >/dev/null
+  # %{http_version} is 2 only after a verified handshake that negotiated h2; 0 otherwise.
+  tls_version() {
+    kctl -n "$SHOP" exec deploy/client -c curl -- curl -s -o /dev/null --max-time 5 \
+      --http2 --cacert /tmp/ambit-root.pem -w '%{http_version}' "https://$url" || true
+  }
+  verified() { [ "$(tls_version)" = 2 ]; }
+  expect "TLS to the controller verifies against the published root, over h2" eventually verified
+  plaintext_status() {
+    kctl -n "$SHOP" exec deploy/client -c curl -- curl -s -o /dev/null --max-time 5 \
+      --http2-prior-knowledge -w '%{http_code}' "http://$url" || true
+  }
+  unanswered() { [ "$(plaintext_status)" = 000 ]; }
+  expect "plaintext HTTP/2 to the controller gets no answer" unanswered
 }
 
 row_controller_killed() {

@@ -130,6 +130,10 @@ const ROWS: &[(&str, &[&str])] = &[
         "prometheus-istio-metrics",
         &["prometheus::prometheus_scrapes_istio_metrics_from_ztunnel_and_waypoint"],
     ),
+    (
+        "control-plane-tls",
+        &["control_plane::controller_port_speaks_only_tls"],
+    ),
     ("controller-killed", &[L4]),
     ("ztunnel-killed", &[L4]),
 ];
@@ -484,9 +488,25 @@ const BROKEN: &[(&str, &str)] = &[
     ("label-live", "namespace-label-live"),
     ("tracing", "tracing-otlp"),
     ("prometheus", "prometheus-istio-metrics"),
+    ("control-plane-tls", "control-plane-tls"),
     ("controller-needed", "controller-killed"),
     ("fail-open", "ztunnel-killed"),
 ];
+
+#[test]
+fn the_control_plane_row_checks_the_root_the_handshake_and_plaintext() {
+    require_jq();
+    for broken in [
+        "control-plane-root",
+        "control-plane-tls",
+        "control-plane-plaintext",
+    ] {
+        let (code, stdout, _) =
+            run_scenarios_with_fake_kubectl(&["control-plane-tls"], Some(broken));
+        assert_ne!(code, 0, "passed with {broken} broken: {stdout}");
+        assert!(stdout.contains("FAIL control-plane-tls\n"), "{stdout}");
+    }
+}
 
 #[test]
 fn every_row_passes_against_a_working_mesh() {
