@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ambit_api::{
-    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView, GrpcIssuer,
-    ScopeKey,
+    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView,
+    ControllerEndpoint, GrpcIssuer, ScopeKey,
 };
 use ambit_controller::Snapshot;
 use ambit_controller::app::{Args, run_with_client};
@@ -120,6 +120,7 @@ impl Running {
             "ambit-controller",
             "--kube",
             "--grpc-addr=127.0.0.1:0",
+            "--grpc-ip-san=127.0.0.1",
             "--metrics-addr=127.0.0.1:0",
             "--readiness-addr=127.0.0.1:0",
             "--debounce-ms=5",
@@ -144,11 +145,21 @@ impl Running {
         }
     }
 
+    /// The gRPC port over TLS, trusting the root the controller generated in its state folder.
+    fn endpoint(&self) -> ControllerEndpoint {
+        ControllerEndpoint::tls(
+            format!("https://{}", self.grpc).parse().unwrap(),
+            self._state.path().join("ca").join("root-cert.pem"),
+            None,
+        )
+        .unwrap()
+    }
+
     /// A ztunnel-like config client for `node`, presenting ztunnel's projected token (whose
     /// pod runs on node-a).
     fn node_client(&self, node: &str) -> ConfigClient {
         ConfigClient::start(
-            format!("http://{}", self.grpc).parse().unwrap(),
+            self.endpoint(),
             ScopeKey::node(node),
             ConfigClientOptions::new(format!("ztunnel/{node}"))
                 .with_backoff(Duration::from_millis(20), Duration::from_millis(100))
@@ -360,8 +371,12 @@ fn ztunnel_pod() -> Value {
     })
 }
 
-async fn ask_ca(grpc: SocketAddr, token: &str, service_account: &str) -> Result<(), IssueError> {
-    let issuer = GrpcIssuer::new(format!("http://{grpc}").parse().unwrap(), token).unwrap();
+async fn ask_ca(
+    controller: &ControllerEndpoint,
+    token: &str,
+    service_account: &str,
+) -> Result<(), IssueError> {
+    let issuer = GrpcIssuer::new(controller, token).unwrap();
     let identity = SpiffeId::new("cluster.local", "shop", service_account).unwrap();
     let key = WorkloadKey::generate().unwrap();
     let csr = key.csr_der(&identity).unwrap();
@@ -387,12 +402,14 @@ async fn ztunnel_gets_by_token_review_the_identities_of_the_pods_on_its_node() {
     assert!(reviews_before >= 1);
 
     // web-1 (ServiceAccount web) runs on node-a; db-1 (db) on node-b.
-    ask_ca(controller.grpc, ZTUNNEL_TOKEN, "web").await.unwrap();
-    let denied = ask_ca(controller.grpc, ZTUNNEL_TOKEN, "db")
+    ask_ca(&controller.endpoint(), ZTUNNEL_TOKEN, "web")
+        .await
+        .unwrap();
+    let denied = ask_ca(&controller.endpoint(), ZTUNNEL_TOKEN, "db")
         .await
         .unwrap_err();
     assert!(denied.to_string().contains("PermissionDenied"), "{denied}");
-    let unknown = ask_ca(controller.grpc, "someone-elses-token", "web")
+    let unknown = ask_ca(&controller.endpoint(), "someone-elses-token", "web")
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("Unauthenticated"), "{unknown}");

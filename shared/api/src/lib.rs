@@ -52,7 +52,9 @@ pub mod scope;
 pub mod server;
 pub mod snapshot;
 
-pub use client::{ConfigClient, ConfigClientOptions, ConfigView, GrpcIssuer};
+pub use client::{
+    ConfigClient, ConfigClientOptions, ConfigView, ControllerEndpoint, ControllerFlags, GrpcIssuer,
+};
 pub use resource::{MeshResource, ResourceError, ResourceKey, ResourceKind};
 pub use scope::ScopeKey;
 pub use server::{CaServer, ConfigServer, ConfigServerOptions};
