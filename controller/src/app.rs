@@ -31,8 +31,8 @@ use tokio::sync::watch;
 use crate::ca::{CaOrigin, load_or_generate};
 use crate::kube::{
     AuthSettings, DEFAULT_CONTROLLER_NAME, KubeSource, KubeSourceConfig, KubeWriters,
-    PodIdentities, StatusWriter, TokenReviewAuthenticator, TrackIdentities, WaypointDeployer,
-    WaypointSettings, WaypointTemplate,
+    PodIdentities, RootPublisher, StatusWriter, TokenReviewAuthenticator, TrackIdentities,
+    WaypointDeployer, WaypointSettings, WaypointTemplate,
 };
 use crate::local::FolderSource;
 use crate::metrics::ControllerMetrics;
@@ -199,6 +199,7 @@ pub async fn run_with_client(
         authenticator,
         authorizer,
         writers,
+        roots_home,
     } = mode;
     // The same callers as the CA's; set before the server is served.
     let config_server =
@@ -236,7 +237,10 @@ pub async fn run_with_client(
     let mut registry = MetricsRegistry::new();
     let metrics = ControllerMetrics::register(&mut registry, &config_server, Some(&ca_server));
     let mut pipeline = pipeline.with_metrics(metrics.clone());
-    if let Some(writers) = writers {
+    if let Some(mut writers) = writers {
+        if let Some((client, home)) = roots_home {
+            writers = writers.with_roots(RootPublisher::new(client, loaded.bundle.to_pem(), home));
+        }
         let (translations, latest) = watch::channel(None);
         pipeline = pipeline.with_translations(translations);
         tokio::spawn(
@@ -325,6 +329,9 @@ struct Mode {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     writers: Option<KubeWriters>,
+    /// Kubernetes mode: where the mesh roots are always published (the roots themselves are
+    /// known once the CA is loaded).
+    roots_home: Option<(::kube::Client, Vec<String>)>,
 }
 
 /// The source of either mode.
@@ -369,6 +376,7 @@ fn local_mode(
         authenticator: static_tokens,
         authorizer,
         writers: None,
+        roots_home: None,
     })
 }
 
@@ -419,7 +427,12 @@ fn kube_mode(
         deployer,
         StatusWriter::new(client.clone(), DEFAULT_CONTROLLER_NAME),
     );
+    // ztunnel mounts the roots in its namespace; the controller's own is where the chart
+    // puts both (they differ only when --ztunnel-namespace says so).
+    let own_namespace = ztunnel_namespace(None, std::env::var("POD_NAMESPACE").ok().as_deref());
+    let roots_home = vec![own_namespace, settings.ztunnel_namespace.clone()];
     Ok(Mode {
+        roots_home: Some((client.clone(), roots_home)),
         source: ModeSource::Kube(TrackIdentities::new(source, identities.clone())),
         pipeline,
         authenticator: Arc::new(TokenReviewAuthenticator::new(client, settings)),
