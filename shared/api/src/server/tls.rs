@@ -24,6 +24,8 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// A client has this long to finish its handshake; a stalled one must not hold a task forever.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of a TLS ClientHello (record content type `handshake`).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Handshaken connections waiting for the gRPC server to take them.
 const ACCEPT_BACKLOG: usize = 64;
 
@@ -193,7 +195,18 @@ pub(crate) fn accept_tls(
             let acceptor = acceptor.clone();
             let connections = connections.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let handshake = async {
+                    // Name the usual mistake instead of logging a TLS parse error.
+                    let mut first = [0u8; 1];
+                    if stream.peek(&mut first).await? == 1 && first[0] != TLS_HANDSHAKE_RECORD {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "not TLS (a plaintext client? proxies need --controller https://)",
+                        ));
+                    }
+                    acceptor.accept(stream).await
+                };
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         let connection = TlsConnection {
                             stream,
