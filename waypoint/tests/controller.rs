@@ -362,3 +362,25 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn a_plaintext_controller_url_is_refused_at_start_naming_the_flags() {
+    let output = within(
+        Command::new(env!("CARGO_BIN_EXE_waypoint"))
+            .args(["--controller", "http://127.0.0.1:15012"])
+            .args(["--gateway", "test/waypoint", "--token-file", "/nonexistent"])
+            .args(["--identity", &id("waypoint").to_string()])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--controller http://127.0.0.1:15012")
+            && stderr.contains("--controller-plaintext")
+            && stderr.contains("--controller-ca-file"),
+        "{stderr}"
+    );
+}

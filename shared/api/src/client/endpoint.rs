@@ -21,22 +21,31 @@ use tokio_rustls::client::TlsStream;
 use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
 
-/// The flags ztunnel and waypoint take beside `--controller URL`; see
+/// The flags ztunnel and waypoint take beside `--controller URL` (flattened into their
+/// arguments, which must have an argument with id `controller`); see
 /// [`ControllerFlags::endpoint`].
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ControllerFlags {
     /// PEM file with the roots the controller's serving certificate must chain to (the mesh
     /// root, `root-cert.pem`); required with an `https://` `--controller`. Read again on
     /// every reconnect, so a rotated root is picked up.
-    #[arg(long = "controller-ca-file", value_name = "PEM")]
+    #[arg(
+        long = "controller-ca-file",
+        value_name = "PEM",
+        requires = "controller"
+    )]
     pub ca_file: Option<PathBuf>,
     /// The name the controller's certificate must carry (DNS name or IP address); default:
     /// the host of `--controller`.
-    #[arg(long = "controller-server-name", value_name = "NAME")]
+    #[arg(
+        long = "controller-server-name",
+        value_name = "NAME",
+        requires = "controller"
+    )]
     pub server_name: Option<String>,
     /// Allow an `http://` `--controller`: bearer tokens and config then travel in the clear.
     /// For tests against a controller started with `--grpc-plaintext`.
-    #[arg(long = "controller-plaintext")]
+    #[arg(long = "controller-plaintext", requires = "controller")]
     pub plaintext: bool,
 }
 
@@ -392,6 +401,46 @@ mod tests {
             .endpoint(&url("https://ctl:15012"))
             .unwrap();
         assert!(endpoint.is_tls());
+    }
+
+    /// The proxies' command line, reduced to the controller's flags.
+    #[derive(Debug, clap::Parser)]
+    struct ProxyArgs {
+        #[arg(long)]
+        controller: Option<Uri>,
+        #[command(flatten)]
+        tls: ControllerFlags,
+    }
+
+    fn parse(argv: &[&str]) -> Result<ControllerEndpoint, String> {
+        use clap::Parser;
+        let args =
+            ProxyArgs::try_parse_from([&["proxy"], argv].concat()).map_err(|e| e.to_string())?;
+        args.tls
+            .endpoint(args.controller.as_ref().ok_or("no --controller")?)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_command_line_wants_https_with_roots_or_an_explicit_plaintext() {
+        assert!(
+            parse(&[
+                "--controller=https://c:15012",
+                "--controller-ca-file=/r.pem"
+            ])
+            .unwrap()
+            .is_tls()
+        );
+        assert!(
+            !parse(&["--controller=http://c:15012", "--controller-plaintext"])
+                .unwrap()
+                .is_tls()
+        );
+        let refused = parse(&["--controller=http://c:15012"]).unwrap_err();
+        assert!(refused.contains("--controller-plaintext"), "{refused}");
+        // The TLS flags mean nothing without a controller.
+        let orphan = parse(&["--controller-ca-file=/r.pem"]).unwrap_err();
+        assert!(orphan.contains("--controller"), "{orphan}");
     }
 
     #[test]
