@@ -11,6 +11,8 @@ command -v tcpdump >/dev/null 2>&1 || need_apt+=(tcpdump)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+# The script tests (shared/install/tests/scripts.rs) run shellcheck on every shell script.
+command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// The largest admin document read (config dumps of big meshes are a few MiB).
-const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
 
 /// Why an admin document could not be fetched.
 #[derive(Debug, thiserror::Error)]

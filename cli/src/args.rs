@@ -77,7 +77,8 @@ pub enum Command {
     Waypoint(WaypointCommand),
     /// Show what a ztunnel holds: workloads, services, policies, certificates, connections.
     /// Reads the admin port at --admin, or a cluster's ztunnel with --node, --pod or a
-    /// cluster flag.
+    /// cluster flag, through a port-forward to its admin port (127.0.0.1:15000 in the pod, as
+    /// `kubectl port-forward`; needs `create` on `pods/portforward`).
     ZtunnelConfig(ZtunnelConfigArgs),
     /// Print the manifests the Helm charts would install.
     Install(InstallArgs),
@@ -268,7 +269,8 @@ pub struct ZtunnelConfigArgs {
     /// Cluster: the namespace of the ztunnel pods.
     #[arg(long, default_value = crate::cluster::ztunnel::DEFAULT_NAMESPACE, value_name = "NAMESPACE")]
     pub ztunnel_namespace: String,
-    /// How long to wait for the admin server, in seconds.
+    /// How long to wait for the admin server (through the port-forward on a cluster), in
+    /// seconds.
     #[arg(long, default_value = "5", value_parser = parse_seconds)]
     pub timeout: Duration,
 }

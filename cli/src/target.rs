@@ -79,7 +79,7 @@ pub enum TargetError {
 /// Whether a local mesh daemon is present in `state`: its socket accepts a connection, or
 /// exists but only root may use it (the daemon's error then says so, rather than silently
 /// going to a cluster). A socket left by a crashed daemon does not count. The probe is a bare
-/// connect-and-close, which the daemon answers with a harmless "bad request".
+/// connect-and-close, which the daemon takes for a probe (it logs it at debug, answers nothing).
 pub fn local_daemon_present(state: &Path) -> bool {
     match UnixStream::connect(socket_path(state)) {
         Ok(_) => true,

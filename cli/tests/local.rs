@@ -55,7 +55,11 @@ fn up_apply_get_exec_label_logs_down() {
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: demo}\n---\n\
          apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: demo}\n\
          spec: {containers: [{name: app, command: [sh, -c, 'echo started; sleep 300']}]}\n---\n\
-         apiVersion: v1\nkind: Pod\nmetadata: {name: Bad, namespace: demo}\n",
+         apiVersion: v1\nkind: Pod\nmetadata: {name: Bad, namespace: demo}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+         metadata: {name: wp, namespace: demo, labels: {istio.io/waypoint-for: workload}}\n\
+         spec: {gatewayClassName: istio-waypoint, \
+         listeners: [{name: mesh, port: 15008, protocol: HBONE}]}\n",
     )
     .unwrap();
     let (code, stdout, stderr) = ambit(
@@ -65,6 +69,22 @@ fn up_apply_get_exec_label_logs_down() {
     assert_eq!(code, 1, "one document is invalid: {stdout}{stderr}");
     assert!(stdout.contains("Pod demo/app created"), "{stdout}");
     assert!(stderr.contains("document 2: metadata.name"), "{stderr}");
+
+    // The cluster's `waypoint list` columns where they apply: FOR is the Gateway's label.
+    let (code, stdout, stderr) = ambit(&state, &["local", "get", "waypoints", "-n", "demo"]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut lines = stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        lines.next().unwrap(),
+        ["NAMESPACE", "NAME", "FOR", "ADDRESS", "PROCESS"]
+    );
+    assert_eq!(
+        lines.next().unwrap()[..3],
+        ["demo", "wp", "workload"],
+        "{stdout}"
+    );
 
     let (code, stdout, _) = ambit(&state, &["local", "get", "pods", "-n", "demo"]);
     assert_eq!(code, 0);

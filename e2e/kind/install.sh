@@ -25,7 +25,8 @@ helm_install ambit-base ambit-base
 helm_install ambit-controller ambit-controller "${images[@]}" \
   --set "image.repository=$IMAGE_REGISTRY/ambit-controller" \
   --set "waypoint.image.repository=$IMAGE_REGISTRY/waypoint" \
-  --set "waypoint.image.tag=$IMAGE_TAG" --set "waypoint.image.pullPolicy=Never"
+  --set "waypoint.image.tag=$IMAGE_TAG" --set "waypoint.image.pullPolicy=Never" \
+  --set "waypoint.tracing.otlpEndpoint=$OTLP_ENDPOINT" --set-string "waypoint.tracing.sampling=1"
 helm_install ambit-ztunnel ambit-ztunnel "${images[@]}" \
   --set "image.repository=$IMAGE_REGISTRY/ztunnel" \
   --set "installerImage.repository=$IMAGE_REGISTRY/ambit-cni-installer" \

@@ -7,12 +7,18 @@ REPO_ROOT=$(cd "$KIND_DIR/../.." && pwd)
 
 CLUSTER_NAME=${CLUSTER_NAME:-ambit-e2e}
 AMBIT_NAMESPACE=${AMBIT_NAMESPACE:-ambit-system}
-SAMPLE_NAMESPACE=${SAMPLE_NAMESPACE:-shop}
+# Fixed: the samples name it (principals, namespaces of policies).
+SAMPLE_NAMESPACE=shop
 IMAGE_REGISTRY=${IMAGE_REGISTRY:-ghcr.io/ambit-mesh}
 IMAGE_TAG=${IMAGE_TAG:-dev}
 GATEWAY_API_VERSION=${GATEWAY_API_VERSION:-v1.2.1}
 # Seconds to wait for rollouts and pods.
 WAIT_SECONDS=${WAIT_SECONDS:-300}
+
+# The sample apps (echo-server, load, tcp-echo); the sample YAML names it.
+SAMPLE_APPS_IMAGE=ambit/sample-apps:dev
+# Where the waypoints export spans (the tracing row deploys the collector there).
+OTLP_ENDPOINT=http://otel-collector.observability.svc:4317
 
 IMAGES=(
   "controller:ambit-controller"

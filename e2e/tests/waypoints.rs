@@ -207,6 +207,23 @@ async fn the_pod_label_wins_for_traffic_addressed_to_the_pod() -> Result<()> {
             Ok(format!("http://{ip}:8000"))
         };
         let (plain, bound) = (at("plain")?, at("bound")?);
+        // `get waypoints` says which traffic each takes (the label, Istio's default without).
+        let mut taken: Vec<(String, String)> = mesh
+            .waypoints()
+            .await
+            .into_iter()
+            .map(|waypoint| (waypoint.name, waypoint.waypoint_for))
+            .collect();
+        taken.sort();
+        ensure!(
+            taken
+                == [
+                    ("wp-ns".to_owned(), "all".to_owned()),
+                    ("wp-pod".to_owned(), "workload".to_owned()),
+                    ("wp-svc".to_owned(), "service".to_owned()),
+                ],
+            "{taken:?}"
+        );
         let paths = ["/via-pod", "/via-svc", "/via-ns"];
         // Without a label of its own, a pod's traffic goes through the namespace's waypoint:
         // the Service's label is for traffic addressed to the Service.

@@ -1,16 +1,21 @@
 //! The agent: the [`Core`] behind a lock, wired to its edges. CNI requests and watch events
 //! go through [`Agent`]; every change is persisted to the state file before it is answered,
-//! and the enrolled set is published to the ztunnel link.
+//! and the enrolled set is published to the ztunnel link. Pods the plugin never reported are
+//! found by the netns scan ([`crate::discovery`]), which the agent asks for after watch
+//! events that bring such pods.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ambit_cni::protocol::{PodInfo, PodReport};
 use ambit_cni::server::{BoxFuture, HandlerError, PodEventHandler};
-use tokio::sync::{Mutex, watch};
-use tracing::{error, info};
+use tokio::sync::{Mutex, Notify, watch};
+use tracing::{error, info, warn};
 
 use crate::core::{Action, AddOutcome, Changes, ClusterEvent, Core, KnownPod, Pending};
+use crate::discovery::{NetnsAddrs, Outcome};
 use crate::state::StateFile;
 use crate::ztunnel::{LinkStatus, PodMap};
 
@@ -34,6 +39,8 @@ pub struct Agent {
     desired: watch::Sender<Arc<PodMap>>,
     link: watch::Receiver<LinkStatus>,
     timeouts: AgentTimeouts,
+    /// Signalled when a watch event leaves pods for the netns scan to look for.
+    scan_wanted: Notify,
 }
 
 impl Default for AgentTimeouts {
@@ -47,21 +54,24 @@ impl Default for AgentTimeouts {
 }
 
 impl Agent {
-    /// A new agent; `link` is the ztunnel link's status. Returns the agent and the desired
-    /// enrolled set for the link.
+    /// A new agent; `link` is the ztunnel link's status, `excluded_namespaces` those the
+    /// plugin never reports (left out of the netns scan too). Returns the agent and the
+    /// desired enrolled set for the link.
     pub fn new(
         timeouts: AgentTimeouts,
         state: Option<StateFile>,
         link: watch::Receiver<LinkStatus>,
+        excluded_namespaces: BTreeSet<String>,
     ) -> (Arc<Self>, watch::Receiver<Arc<PodMap>>) {
         let (desired, desired_rx) = watch::channel(Arc::new(PodMap::new()));
         let agent = Arc::new(Self {
-            core: Mutex::new(Core::new()),
+            core: Mutex::new(Core::with_excluded_namespaces(excluded_namespaces)),
             state,
             cluster_changes: watch::channel(0).0,
             desired,
             link,
             timeouts,
+            scan_wanted: Notify::new(),
         });
         (agent, desired_rx)
     }
@@ -80,7 +90,62 @@ impl Agent {
         let mut core = self.core.lock().await;
         let changes = core.apply(event);
         self.commit(&core, changes).await;
+        if core.wants_scan() {
+            self.scan_wanted.notify_one();
+        }
         self.cluster_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves once a watch event has left pods for the netns scan to look for (at once if
+    /// one did since the last call).
+    pub async fn scan_wanted(&self) {
+        self.scan_wanted.notified().await;
+    }
+
+    /// Whether a netns scan could find something now ([`Core::wants_scan`]).
+    pub async fn wants_scan(&self) -> bool {
+        self.core.lock().await.wants_scan()
+    }
+
+    /// Takes the result of a scan of `dir` ([`Core::discover`]): pods found join the known
+    /// pods as if the plugin had reported them; the others are logged.
+    pub async fn discover(&self, found: &NetnsAddrs, dir: &Path) {
+        let mut core = self.core.lock().await;
+        let (changes, outcomes) = core.discover(found);
+        for (pod, outcome) in outcomes {
+            let (namespace, name, uid) = (&pod.namespace, &pod.name, &pod.uid);
+            let ips = format!("{:?}", pod.ips);
+            match outcome {
+                Outcome::Found(netns) => info!(
+                    namespace,
+                    name,
+                    uid,
+                    ips,
+                    netns,
+                    "found the network namespace of a pod the plugin never reported"
+                ),
+                Outcome::NotFound => warn!(
+                    namespace, name, uid, ips, dir = %dir.display(),
+                    "no network namespace holds the addresses of a running pod the plugin \
+                     never reported; it stays unknown (outside the mesh) until recreated"
+                ),
+                Outcome::Ambiguous(why) => warn!(
+                    namespace,
+                    name,
+                    uid,
+                    ips,
+                    reason = why,
+                    "the network namespace of a pod the plugin never reported is ambiguous; \
+                     it stays unknown (outside the mesh) until recreated"
+                ),
+            }
+        }
+        self.commit(&core, changes).await;
+    }
+
+    /// A scan failed; see [`Core::scan_failed`].
+    pub async fn scan_failed(&self) {
+        self.core.lock().await.scan_failed();
     }
 
     /// How many pods are known.
@@ -245,6 +310,8 @@ mod tests {
             labels: Labels::new(),
             host_network: false,
             has_sidecar: false,
+            ips: Vec::new(),
+            finished: false,
         }
     }
 
@@ -266,7 +333,7 @@ mod tests {
             pod_wait: Duration::from_secs(20),
             enroll_wait: Duration::from_secs(20),
         };
-        let (agent, desired) = Agent::new(timeouts, None, link_rx);
+        let (agent, desired) = Agent::new(timeouts, None, link_rx, BTreeSet::new());
         agent
             .apply(ClusterEvent::NamespacesListed(vec![(
                 "plain".into(),
@@ -292,7 +359,8 @@ mod tests {
     #[tokio::test]
     async fn an_enrolled_add_is_answered_when_ztunnel_confirms_it() {
         let (link, link_rx) = watch::channel(LinkStatus::default());
-        let (agent, mut desired) = Agent::new(AgentTimeouts::default(), None, link_rx);
+        let (agent, mut desired) =
+            Agent::new(AgentTimeouts::default(), None, link_rx, BTreeSet::new());
         let ambient: Labels = [(crate::core::DATAPLANE_MODE.to_owned(), "ambient".to_owned())]
             .into_iter()
             .collect();

@@ -1,6 +1,7 @@
 //! The `ambit-node-agent` process: flags, their validation, and [`run`], which wires the
-//! state file, the watches, the plugin socket and the ztunnel link together.
+//! state file, the watches, the plugin socket, the netns scan and the ztunnel link together.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +14,15 @@ use tokio::task::JoinSet;
 use tracing::{error, info};
 
 use crate::agent::{Agent, AgentTimeouts};
+use crate::netns::NetnsScanner;
 use crate::state::StateFile;
 use crate::ztunnel::{self, LinkConfig, LinkStatus};
 
 /// Name of the state file when `--state-file` is not given: next to the plugin socket.
 pub const DEFAULT_STATE_FILE: &str = "node-agent-state.json";
+
+/// Where containerd and CRI-O bind-mount the pods' network namespaces.
+pub const DEFAULT_NETNS_DIR: &str = "/var/run/netns";
 
 /// The node agent between the CNI plugin and ztunnel: resolves each reported pod through the
 /// Kubernetes API, decides whether it is in the ambient mesh and tells ztunnel.
@@ -42,6 +47,14 @@ pub struct Args {
     /// How long a CNI ADD of an enrolled pod waits for ztunnel to confirm it, in milliseconds.
     #[arg(long, default_value_t = 6000)]
     pub enroll_timeout_ms: u64,
+    /// Folder of the pods' network namespaces, scanned for pods the plugin never reported
+    /// (those that ran before the agent first did).
+    #[arg(long, default_value = DEFAULT_NETNS_DIR)]
+    pub netns_dir: PathBuf,
+    /// Namespaces the plugin does not report (its `excludeNamespaces`), comma-separated:
+    /// their pods are not looked for by the scan either.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_namespaces: Vec<String>,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -60,6 +73,10 @@ pub struct AgentOptions {
     pub timeouts: AgentTimeouts,
     /// The ztunnel link.
     pub link: LinkConfig,
+    /// The folder the netns scan reads.
+    pub netns_dir: PathBuf,
+    /// Namespaces whose pods the scan skips.
+    pub exclude_namespaces: BTreeSet<String>,
 }
 
 /// A flag that does not make sense.
@@ -112,6 +129,18 @@ impl Args {
                 None => return fail("listen", "has no parent folder".into()),
             },
         };
+        if !self.netns_dir.is_absolute() {
+            return fail(
+                "netns-dir",
+                format!("{} is not absolute", self.netns_dir.display()),
+            );
+        }
+        if let Some(bad) = self.exclude_namespaces.iter().find(|ns| !is_dns_label(ns)) {
+            return fail(
+                "exclude-namespaces",
+                format!("{bad:?} is not a namespace name (lowercase letters, digits and '-')"),
+            );
+        }
         for (flag, value) in [
             ("pod-wait-ms", self.pod_wait_ms),
             ("enroll-timeout-ms", self.enroll_timeout_ms),
@@ -129,6 +158,8 @@ impl Args {
                 enroll_wait: Duration::from_millis(self.enroll_timeout_ms),
             },
             link: LinkConfig::new(&self.ztunnel_socket),
+            netns_dir: self.netns_dir.clone(),
+            exclude_namespaces: self.exclude_namespaces.iter().cloned().collect(),
         })
     }
 }
@@ -141,21 +172,25 @@ fn node_name(name: &str) -> Result<(), String> {
     if name.len() > 253 {
         return Err(format!("{} bytes long, the limit is 253", name.len()));
     }
-    let valid_label = |label: &str| {
-        !label.is_empty()
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-    };
-    if name.split('.').all(valid_label) {
+    if name.split('.').all(is_dns_label) {
         Ok(())
     } else {
         Err(format!(
             "{name:?} is not a node name (lowercase letters, digits, '-' and '.')"
         ))
     }
+}
+
+/// An RFC 1123 label (a namespace name, a part of a node name): lowercase letters, digits
+/// and '-', 1 to 63 of them, a letter or digit at both ends.
+fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
 }
 
 fn socket_path(flag: &'static str, path: &Path) -> Result<(), ArgsError> {
@@ -191,7 +226,12 @@ pub async fn run(
         }
     };
     let (link_status, link_rx) = watch::channel(LinkStatus::default());
-    let (agent, desired) = Agent::new(options.timeouts.clone(), Some(state), link_rx);
+    let (agent, desired) = Agent::new(
+        options.timeouts.clone(),
+        Some(state),
+        link_rx,
+        options.exclude_namespaces.clone(),
+    );
     let restored = persisted.len();
     agent
         .restore(persisted, |netns| Path::new(netns).exists())
@@ -204,9 +244,6 @@ pub async fn run(
         state_file = %options.state_file.display(),
         "state reloaded"
     );
-    // TODO: pods that existed before the agent ever ran on this node are never reported by
-    // the plugin, so they stay outside the mesh until recreated. Istio's node agent finds
-    // them by scanning /proc for network namespaces and matching them to pods.
 
     let server = Server::bind(&options.listen).map_err(|source| RunError::Listen {
         path: options.listen.clone(),
@@ -229,6 +266,13 @@ pub async fn run(
         async move {
             crate::kube::watch_namespaces(client, agent).await;
             "namespace watch"
+        }
+    });
+    tasks.spawn({
+        let (agent, scanner) = (agent.clone(), NetnsScanner::new(&options.netns_dir));
+        async move {
+            crate::discovery::run(agent, scanner).await;
+            "netns scan"
         }
     });
     tasks.spawn({
@@ -290,6 +334,13 @@ mod tests {
             Path::new("/var/run/ambit/ztunnel.sock")
         );
         assert_eq!(options.timeouts.pod_wait, Duration::from_secs(3));
+        assert_eq!(options.netns_dir, Path::new("/var/run/netns"));
+        assert!(options.exclude_namespaces.is_empty());
+        let options = parse(&["--exclude-namespaces=ambit-system,kube-system"]).unwrap();
+        assert_eq!(
+            options.exclude_namespaces.iter().collect::<Vec<_>>(),
+            ["ambit-system", "kube-system"]
+        );
     }
 
     #[test]
@@ -305,6 +356,11 @@ mod tests {
             (&["--state-file=state.json"], "--state-file"),
             (&["--pod-wait-ms=0"], "--pod-wait-ms"),
             (&["--enroll-timeout-ms=0"], "--enroll-timeout-ms"),
+            (&["--netns-dir=netns"], "--netns-dir"),
+            (
+                &["--exclude-namespaces=kube-system,Kube"],
+                "--exclude-namespaces",
+            ),
         ] {
             let error = parse(extra).unwrap_err();
             assert!(error.contains(flag), "{extra:?}: {error}");

@@ -10,11 +10,18 @@
 //!
 //! After every input the decision of each known pod is recomputed from the cluster view and
 //! the difference in the enrolled set comes out as [`Action`]s.
+//!
+//! Pods of the cluster view that are not known but run with IPs are the candidates of the
+//! netns scan ([`crate::discovery`]); a scan's matches become known pods through
+//! [`Core::discover`], decided like reported ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ambit_cni::protocol::{Message, PodInfo, PodReport, ZtunnelRequest};
 use serde::{Deserialize, Serialize};
+
+use crate::discovery::{Candidate, NetnsAddrs, Outcome, match_pods};
 
 /// `ambient` enrolls, `none` opts out; on namespaces and pods, the pod's wins.
 pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
@@ -41,6 +48,10 @@ pub struct ApiPod {
     pub host_network: bool,
     /// Whether Istio injected a sidecar.
     pub has_sidecar: bool,
+    /// `status.podIPs`: empty until the sandbox's network is up.
+    pub ips: Vec<IpAddr>,
+    /// `status.phase` is `Succeeded` or `Failed`: no sandbox runs, its IPs may be reused.
+    pub finished: bool,
 }
 
 /// A sandbox the CNI plugin reported, with the agent's current decision. Persisted.
@@ -56,6 +67,7 @@ pub struct KnownPod {
     /// Service account, from the pod object.
     pub service_account: String,
     /// The sandbox that was reported; a `del` of another sandbox does not touch this one.
+    /// Empty for a pod the netns scan found (the sandbox ID is not known then).
     pub container_id: String,
     /// The sandbox's network namespace.
     pub netns: String,
@@ -140,6 +152,14 @@ pub struct Core {
     pods_synced: bool,
     namespaces_synced: bool,
     known: BTreeMap<String, KnownPod>,
+    /// Namespaces the plugin never reports (`excludeNamespaces`): not scanned for either.
+    excluded: BTreeSet<String>,
+    /// Pods whose sandbox the plugin deleted in this run: a scan must not bring back a
+    /// namespace that is being torn down. Cleared by the next `add` of the pod.
+    cni_deleted: BTreeSet<String>,
+    /// Candidates a scan looked for without a match, with the IPs it looked for: scanned
+    /// again only when those change.
+    looked_for: BTreeMap<String, Vec<IpAddr>>,
 }
 
 /// Whether a pod is in the mesh, as Istio decides for ambient: the pod's
@@ -178,6 +198,14 @@ impl Core {
         Self::default()
     }
 
+    /// An empty core whose scans skip the pods of `excluded` namespaces.
+    pub fn with_excluded_namespaces(excluded: BTreeSet<String>) -> Self {
+        Self {
+            excluded,
+            ..Self::default()
+        }
+    }
+
     /// Takes the pods persisted by a previous run, dropping those whose netns is gone (the
     /// sandbox was torn down while the agent was not running). Until the pod watch has
     /// listed, their persisted decisions stand, so a restarted agent serves ztunnel the same
@@ -208,10 +236,15 @@ impl Core {
                 self.pods.remove(&uid);
                 // Gone from the API: whatever the watch sync state, the pod is over.
                 self.known.remove(&uid);
+                self.cni_deleted.remove(&uid);
+                self.looked_for.remove(&uid);
             }
             ClusterEvent::PodsListed(pods) => {
                 self.pods = pods.into_iter().map(|p| (p.uid.clone(), p)).collect();
                 self.pods_synced = true;
+                let pods = &self.pods;
+                self.cni_deleted.retain(|uid| pods.contains_key(uid));
+                self.looked_for.retain(|uid, _| pods.contains_key(uid));
             }
             ClusterEvent::NamespaceApplied { name, labels } => {
                 self.namespaces.insert(name, labels);
@@ -267,6 +300,8 @@ impl Core {
             );
         }
         let before = self.known.clone();
+        self.cni_deleted.remove(&api.uid);
+        self.looked_for.remove(&api.uid);
         // A pod of the same name with another UID was replaced; its sandbox is going away.
         self.known.retain(|uid, known| {
             *uid == api.uid || known.namespace != api.namespace || known.name != api.name
@@ -303,6 +338,15 @@ impl Core {
         if let Some(uid) = self.find_sandbox(report) {
             self.known.remove(&uid);
         }
+        let uid = report.uid.clone().or_else(|| {
+            self.pods
+                .values()
+                .find(|p| p.namespace == report.namespace && p.name == report.name)
+                .map(|p| p.uid.clone())
+        });
+        if let Some(uid) = uid {
+            self.cni_deleted.insert(uid);
+        }
         self.finish(&before)
     }
 
@@ -322,7 +366,90 @@ impl Core {
         self.known.values()
     }
 
-    /// The known pod reported as `report`, matching its sandbox.
+    /// Pods to look for in the node's network namespaces: running with IPs in the pod
+    /// view, not known, not host-network, not excluded, not deleted by the plugin. None
+    /// before both watches have listed (the decision needs the namespaces).
+    pub fn candidates(&self) -> Vec<Candidate> {
+        if !self.pods_synced || !self.namespaces_synced {
+            return Vec::new();
+        }
+        self.pods
+            .values()
+            .filter(|pod| {
+                !pod.host_network
+                    && !pod.finished
+                    && !pod.ips.is_empty()
+                    && !self.excluded.contains(&pod.namespace)
+                    && !self.known.contains_key(&pod.uid)
+                    && !self.cni_deleted.contains(&pod.uid)
+            })
+            .map(|pod| Candidate {
+                uid: pod.uid.clone(),
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                ips: pod.ips.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether a scan could find something new: a candidate whose IPs no scan looked for.
+    pub fn wants_scan(&self) -> bool {
+        self.candidates()
+            .iter()
+            .any(|pod| self.looked_for.get(&pod.uid) != Some(&pod.ips))
+    }
+
+    /// Takes a scan's result: each candidate found in exactly one namespace becomes known,
+    /// as if the plugin had reported it; the others are not looked for again until their
+    /// IPs change. Returns the changes and each candidate's outcome (for the logs).
+    pub fn discover(&mut self, found: &NetnsAddrs) -> (Changes, Vec<(Candidate, Outcome)>) {
+        let candidates = self.candidates();
+        let outcomes = {
+            let taken: BTreeSet<&str> = self.known.values().map(|k| k.netns.as_str()).collect();
+            match_pods(found, &taken, &candidates)
+        };
+        let before = self.known.clone();
+        let mut report = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let outcome = outcomes
+                .get(&candidate.uid)
+                .cloned()
+                .unwrap_or(Outcome::NotFound);
+            match (&outcome, self.pods.get(&candidate.uid)) {
+                (Outcome::Found(netns), Some(api)) => {
+                    let known = KnownPod {
+                        uid: api.uid.clone(),
+                        namespace: api.namespace.clone(),
+                        name: api.name.clone(),
+                        service_account: api.service_account.clone(),
+                        container_id: String::new(),
+                        netns: netns.clone(),
+                        enrolled: false,
+                    };
+                    self.looked_for.remove(&candidate.uid);
+                    self.known.insert(candidate.uid.clone(), known);
+                }
+                _ => {
+                    self.looked_for
+                        .insert(candidate.uid.clone(), candidate.ips.clone());
+                }
+            }
+            report.push((candidate, outcome));
+        }
+        (self.finish(&before), report)
+    }
+
+    /// A scan could not run: today's candidates are not looked for again until their IPs
+    /// change (a pod event with new IPs, or a new candidate, retries).
+    pub fn scan_failed(&mut self) {
+        for candidate in self.candidates() {
+            self.looked_for.insert(candidate.uid, candidate.ips);
+        }
+    }
+
+    /// The known pod reported as `report`, matching its sandbox. A pod the scan found has
+    /// no sandbox ID: any sandbox of it in the same netns (or with none given, as a DEL
+    /// may be) is taken to be it, since a new sandbox would have been added first.
     fn find_sandbox(&self, report: &PodReport) -> Option<String> {
         let known = match &report.uid {
             Some(uid) => self.known.get(uid),
@@ -331,7 +458,15 @@ impl Core {
                 .values()
                 .find(|k| k.namespace == report.namespace && k.name == report.name),
         }?;
-        (known.container_id == report.container_id).then(|| known.uid.clone())
+        let same = if known.container_id.is_empty() {
+            report
+                .netns
+                .as_ref()
+                .is_none_or(|netns| *netns == known.netns)
+        } else {
+            known.container_id == report.container_id
+        };
+        same.then(|| known.uid.clone())
     }
 
     /// Recomputes every known pod's decision and reports what changed since `before` (the

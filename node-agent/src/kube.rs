@@ -7,6 +7,7 @@
 //! completes, so pods deleted while the watch was broken disappear atomically.
 
 use std::fmt::Debug;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -144,6 +145,10 @@ pub fn api_pod(pod: &Pod) -> Option<ApiPod> {
         .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
         .filter(|sa| !sa.is_empty())
         .unwrap_or_else(|| DEFAULT_SERVICE_ACCOUNT.to_owned());
+    let status = pod.status.as_ref();
+    let finished = status
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
     Some(ApiPod {
         uid,
         namespace,
@@ -152,7 +157,31 @@ pub fn api_pod(pod: &Pod) -> Option<ApiPod> {
         labels: pod.labels().clone(),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         has_sidecar: pod.annotations().contains_key(SIDECAR_STATUS),
+        ips: pod_ips(pod),
+        finished,
     })
+}
+
+/// `status.podIPs`, or `status.podIP` from an API server that fills only that; an address
+/// that does not parse is left out (logged).
+fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let listed: Vec<&str> = match status.pod_ips.as_deref() {
+        Some(ips) if !ips.is_empty() => ips.iter().map(|ip| ip.ip.as_str()).collect(),
+        _ => status.pod_ip.as_deref().into_iter().collect(),
+    };
+    let mut ips = Vec::with_capacity(listed.len());
+    for text in listed {
+        match text.parse() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => {
+                warn!(name = %pod.name_any(), ip = text, "pod IP that is not an address ignored")
+            }
+        }
+    }
+    ips
 }
 
 #[cfg(test)]
@@ -202,6 +231,30 @@ mod tests {
         .unwrap();
         assert_eq!(legacy.service_account, "old");
         assert!(legacy.has_sidecar);
+    }
+
+    #[test]
+    fn pods_keep_their_ips_and_whether_they_finished() {
+        let mut running = pod(json!({"containers": []}), json!({}));
+        assert!(api_pod(&running).unwrap().ips.is_empty(), "no status yet");
+        running.status = serde_json::from_value(json!({
+            "phase": "Running",
+            "podIP": "10.244.1.2",
+            "podIPs": [{"ip": "10.244.1.2"}, {"ip": "fd00::2"}, {"ip": "bogus"}],
+        }))
+        .unwrap();
+        let kept = api_pod(&running).unwrap();
+        let ips: Vec<IpAddr> = vec!["10.244.1.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        assert_eq!(kept.ips, ips);
+        assert!(!kept.finished);
+
+        // An API server that fills only podIP; a completed pod keeps its old address.
+        let mut done = pod(json!({"containers": []}), json!({}));
+        done.status =
+            serde_json::from_value(json!({"phase": "Succeeded", "podIP": "10.244.1.3"})).unwrap();
+        let kept = api_pod(&done).unwrap();
+        assert_eq!(kept.ips, ["10.244.1.3".parse::<IpAddr>().unwrap()]);
+        assert!(kept.finished);
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //!   `PodEventHandler`), persisting and publishing the enrolled set.
 //! - [`kube`]: the two watches; [`ztunnel`]: the link that keeps ztunnel in sync and
 //!   resends a snapshot after every reconnect; [`state`]: the state file.
+//! - [`discovery`]: pods the plugin never reported, matched by address to the network
+//!   namespaces [`netns`] reads under `--netns-dir`.
 //! - [`app`]: flags and the wiring.
 //!
 //! Every sandbox the plugin reports is remembered, enrolled or not, with its netns: a label
@@ -25,8 +27,15 @@
 //! serves the pod; until then (ztunnel down, pod not yet in the watch) the answer is an error
 //! the plugin turns into "try again later", so an ambient pod never starts outside the mesh.
 //!
-//! **Not done:** pods that existed before the agent first ran on the node are not
-//! discovered (Istio scans `/proc` for them); they join the mesh when recreated.
+//! **Pods older than the agent.** The plugin reports each sandbox once, so pods that ran
+//! before the agent first ran on the node (Ambit installed into a running cluster, or the
+//! state file lost) are never reported. Once the pod and namespace watches have listed, and
+//! whenever a pod of the node shows up with IPs but unknown, the agent scans the network
+//! namespaces the runtime bind-mounts under `--netns-dir` (default `/var/run/netns`),
+//! reads each one's addresses (entering it on a thread of its own: `CAP_SYS_ADMIN`) and
+//! takes a pod whose `status.podIPs` are in exactly one namespace as if the plugin had
+//! reported it. Ambiguous matches are refused and logged; a pod found nowhere stays unknown
+//! (logged) until recreated. Istio scans `/proc` instead, which needs the host PID namespace.
 //!
 //! # Why a crate of its own
 //! The agent needs kube-rs, k8s-openapi and clap. In the `ambit-cni` crate they would be
@@ -38,6 +47,8 @@
 pub mod agent;
 pub mod app;
 pub mod core;
+pub mod discovery;
 pub mod kube;
+pub mod netns;
 pub mod state;
 pub mod ztunnel;

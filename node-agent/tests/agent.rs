@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// A crate root's modules sit beside it; this one is the agent's own (not a test target).
+#[path = "agent/discovery.rs"]
+mod discovery;
 mod kube_support;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +33,8 @@ const NAMESPACES: &str = "/api/v1/namespaces";
 const NODE: &str = "node-1";
 const UID_WEB: &str = "6b1f0c2e-0000-4000-8000-000000000001";
 const UID_DB: &str = "6b1f0c2e-0000-4000-8000-000000000002";
+/// The agent's `--netns-dir`, inside each test's folder.
+const NETNS_DIR: &str = "netns";
 
 // ---------------------------------------------------------------------------------------
 // A recording ztunnel.
@@ -282,6 +287,9 @@ impl Agent {
                 retry_max: Duration::from_millis(100),
                 call_timeout: Duration::from_secs(10),
             },
+            // Empty (absent) unless a test puts namespaces there: see `discovery`.
+            netns_dir: dir.join(NETNS_DIR),
+            exclude_namespaces: ["kube-system".to_owned()].into(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app::run(options, cluster.client.clone(), async move {

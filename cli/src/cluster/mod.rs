@@ -1,5 +1,5 @@
 //! The verbs against a Kubernetes cluster, through kube-rs: waypoints as Gateway API objects
-//! ([`waypoint`]) and ztunnel's admin documents through the API server's pod proxy
+//! ([`waypoint`]) and ztunnel's admin documents through a port-forward to the ztunnel pod
 //! ([`ztunnel`]). Each verb takes a [`kube::Client`] and returns the text to print, so tests
 //! drive them against a mocked API server.
 
@@ -57,6 +57,14 @@ pub enum ClusterError {
     /// No single ztunnel pod matches.
     #[error("{0}")]
     Ztunnel(String),
+    /// A ztunnel's admin document could not be read through the port-forward.
+    #[error("{action}: {message}")]
+    Admin {
+        /// What was being done (`GET /config_dump from ztunnel pod …`).
+        action: String,
+        /// Why it failed.
+        message: String,
+    },
     /// A request did not finish in time.
     #[error("{action}: no answer within {timeout:?}")]
     Timeout {

@@ -2,9 +2,12 @@
 //! controller's `tests/kube_support`): a `tower_test::mock` pair behind a real
 //! `kube::Client`. Each request is recorded (method, path, query, content type, JSON body)
 //! and answered by the test's script: canned replies queued per request, a live watch stream
-//! the test feeds event by event, or no answer at all (a watch that stays open).
+//! the test feeds event by event, or no answer at all (a watch that stays open). A real fake
+//! API server for port-forwards, which need an HTTP upgrade the mock cannot do: [`portforward`].
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod portforward;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::discovery::Outcome;
 
 const UID_A: &str = "6b1f0c2e-0000-4000-8000-00000000000a";
 const UID_B: &str = "6b1f0c2e-0000-4000-8000-00000000000b";
@@ -19,6 +20,8 @@ fn api_pod(uid: &str, namespace: &str, name: &str) -> ApiPod {
         labels: Labels::new(),
         host_network: false,
         has_sidecar: false,
+        ips: Vec::new(),
+        finished: false,
     }
 }
 
@@ -361,4 +364,146 @@ fn a_pod_ztunnel_would_refuse_is_not_enrolled() {
     let (enrolled, changes) = added(&mut core, &report("shop", "web-0", None, "c1"));
     assert!(!enrolled);
     assert!(changes.actions.is_empty());
+}
+
+fn with_ips(pod: ApiPod, ips: &[&str]) -> ApiPod {
+    ApiPod {
+        ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+        ..pod
+    }
+}
+
+fn scan(entries: &[(&str, &str)]) -> NetnsAddrs {
+    entries
+        .iter()
+        .map(|(netns, ip)| ((*netns).to_owned(), vec![ip.parse().unwrap()]))
+        .collect()
+}
+
+fn candidate_names(core: &Core) -> Vec<String> {
+    core.candidates().into_iter().map(|c| c.name).collect()
+}
+
+#[test]
+fn scan_candidates_are_unknown_running_pods_with_ips() {
+    let finished = ApiPod {
+        finished: true,
+        ..with_ips(api_pod("u-done", "shop", "job-0"), &["10.0.0.5"])
+    };
+    let host = ApiPod {
+        host_network: true,
+        ..with_ips(api_pod("u-host", "shop", "agent-0"), &["192.0.2.1"])
+    };
+    let pods = vec![
+        with_ips(api_pod(UID_A, "shop", "web-0"), &["10.0.0.1"]),
+        with_ips(api_pod(UID_B, "shop", "web-1"), &["10.0.0.2"]),
+        api_pod("u-new", "shop", "web-2"),
+        with_ips(api_pod("u-dns", "kube-system", "dns-0"), &["10.0.0.3"]),
+        finished,
+        host,
+    ];
+    let mut core = Core::with_excluded_namespaces(["kube-system".to_owned()].into());
+    core.apply(ClusterEvent::PodsListed(pods.clone()));
+    assert!(core.candidates().is_empty(), "namespaces not listed yet");
+    core.apply(ClusterEvent::NamespacesListed(vec![namespace(
+        "shop",
+        Some("ambient"),
+    )]));
+    assert_eq!(candidate_names(&core), ["web-0", "web-1"]);
+    // A reported pod is known; a pod whose sandbox the plugin deleted is being torn down.
+    added(&mut core, &report("shop", "web-0", None, "c1"));
+    core.del(&report("shop", "web-1", None, "c2"));
+    assert!(core.candidates().is_empty());
+    // A new sandbox of it is reported again, and then it is known.
+    added(&mut core, &report("shop", "web-1", None, "c3"));
+    assert!(core.candidates().is_empty());
+}
+
+#[test]
+fn discovered_pods_are_decided_and_deleted_like_reported_ones() {
+    let mut core = synced(vec![
+        with_ips(api_pod(UID_A, "shop", "web-0"), &["10.0.0.1"]),
+        with_ips(api_pod(UID_B, "plain", "db-0"), &["10.0.0.2"]),
+    ]);
+    assert!(core.wants_scan());
+    let (changes, outcomes) =
+        core.discover(&scan(&[("/n/cni-a", "10.0.0.1"), ("/n/cni-b", "10.0.0.2")]));
+    assert_eq!(uids(&changes.actions), [format!("+{UID_A}")]);
+    assert!(changes.known_changed);
+    assert_eq!(outcomes.len(), 2);
+    assert!(!core.wants_scan());
+    let web = core.known().find(|k| k.uid == UID_A).unwrap();
+    assert_eq!(
+        (web.netns.as_str(), web.container_id.as_str()),
+        ("/n/cni-a", "")
+    );
+    assert_eq!(web.service_account, "web");
+    let db = PodReport {
+        netns: Some("/n/cni-b".into()),
+        ..report("plain", "db-0", None, "any")
+    };
+    assert_eq!(core.check(&db), Some(false));
+
+    // No sandbox ID is known: a DEL naming another netns is another sandbox's...
+    let elsewhere = PodReport {
+        netns: Some("/n/cni-other".into()),
+        ..report("shop", "web-0", None, "c9")
+    };
+    assert_eq!(core.del(&elsewhere), Changes::default());
+    // ...one with the same netns, or none, is this one.
+    let teardown = PodReport {
+        netns: None,
+        ..report("shop", "web-0", None, "c9")
+    };
+    let changes = core.del(&teardown);
+    assert_eq!(uids(&changes.actions), [format!("-{UID_A}")]);
+    assert!(!core.wants_scan(), "a deleted sandbox is not looked for");
+}
+
+#[test]
+fn an_unmatched_pod_is_looked_for_again_only_when_its_ips_change() {
+    let mut core = synced(vec![api_pod(UID_A, "shop", "web-0")]);
+    assert!(
+        !core.wants_scan(),
+        "no IPs yet: wait for the event that brings them"
+    );
+    core.apply(ClusterEvent::PodApplied(with_ips(
+        api_pod(UID_A, "shop", "web-0"),
+        &["10.0.0.1"],
+    )));
+    assert!(core.wants_scan());
+    let (changes, outcomes) = core.discover(&scan(&[("/n/cni-x", "10.0.0.9")]));
+    assert_eq!(changes, Changes::default());
+    assert_eq!(outcomes[0].1, Outcome::NotFound);
+    assert!(!core.wants_scan());
+    // Another event of the pod with the same IPs: nothing new to look for.
+    core.apply(ClusterEvent::PodApplied(ApiPod {
+        labels: labels(&[("version", "2")]),
+        ..with_ips(api_pod(UID_A, "shop", "web-0"), &["10.0.0.1"])
+    }));
+    assert!(!core.wants_scan());
+    core.apply(ClusterEvent::PodApplied(with_ips(
+        api_pod(UID_A, "shop", "web-0"),
+        &["10.0.0.1", "fd00::1"],
+    )));
+    assert!(core.wants_scan());
+    core.scan_failed();
+    assert!(!core.wants_scan());
+}
+
+#[test]
+fn a_netns_of_a_known_pod_is_not_discovered_for_another() {
+    let mut core = synced(vec![
+        api_pod(UID_A, "shop", "web-0"),
+        // A stale status claiming web-0's address.
+        with_ips(api_pod(UID_B, "shop", "web-1"), &["10.0.0.1"]),
+    ]);
+    added(&mut core, &report("shop", "web-0", None, "c1"));
+    let (changes, outcomes) = core.discover(&scan(&[("/var/run/netns/cni-c1", "10.0.0.1")]));
+    assert_eq!(changes, Changes::default());
+    assert!(
+        matches!(outcomes[0].1, Outcome::Ambiguous(_)),
+        "{outcomes:?}"
+    );
+    assert_eq!(core.known().count(), 1);
 }

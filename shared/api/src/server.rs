@@ -21,6 +21,7 @@ pub use ca::{CaServer, CaService, CaStats};
 pub use config::{
     ClientStatus, ConfigServer, ConfigServerOptions, ConfigService, DistributionStats,
 };
+pub use connection::PART_BYTES;
 pub use tls::{ServerTls, ServerTlsError};
 
 /// HTTP/2 PING interval towards clients, so dead peers are noticed.

@@ -7,6 +7,7 @@ use std::iter::Peekable;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prost::Message;
 
 use crate::proto;
 use crate::resource::{MeshResource, ResourceError, ResourceKey};
@@ -256,27 +257,110 @@ impl Diff {
         self.upserts.is_empty() && self.removals.is_empty()
     }
 
-    pub(crate) fn into_update(
+    /// The diff as the messages of one push, built one at a time as they are taken: a single
+    /// message when `part_bytes` is `None`, otherwise parts of about `part_bytes` each (a
+    /// resource larger than that gets a part of its own), every one but the last marked
+    /// `more`.
+    pub(crate) fn into_parts(
         self,
         version: u64,
-        nonce: String,
+        nonce: &str,
         full: bool,
-    ) -> proto::ConfigUpdate {
-        proto::ConfigUpdate {
+        part_bytes: Option<usize>,
+    ) -> Parts {
+        Parts {
+            upserts: self.upserts.into_iter(),
+            removals: self.removals.into_iter(),
+            held: None,
             version,
-            nonce,
+            nonce: nonce.to_owned(),
             full,
-            upserts: self
-                .upserts
-                .into_iter()
-                .map(|(key, payload)| proto::Resource {
-                    key: Some(key.to_proto()),
-                    payload,
-                })
-                .collect(),
-            removals: self.removals.iter().map(ResourceKey::to_proto).collect(),
+            limit: part_bytes.unwrap_or(usize::MAX),
+            done: false,
         }
     }
+}
+
+/// The messages of one push, each encoded only when taken, so a client being sent a full
+/// resync holds one part's messages at a time, not the whole resync's.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    upserts: std::vec::IntoIter<(ResourceKey, Bytes)>,
+    removals: std::vec::IntoIter<ResourceKey>,
+    /// An entry taken that did not fit the previous part.
+    held: Option<(PartEntry, usize)>,
+    version: u64,
+    nonce: String,
+    full: bool,
+    limit: usize,
+    done: bool,
+}
+
+/// One entry of a part, with the bytes it adds to the message.
+#[derive(Debug)]
+enum PartEntry {
+    Upsert(proto::Resource),
+    Removal(proto::ResourceKey),
+}
+
+impl Parts {
+    fn next_entry(&mut self) -> Option<(PartEntry, usize)> {
+        if let Some(held) = self.held.take() {
+            return Some(held);
+        }
+        if let Some((key, payload)) = self.upserts.next() {
+            let resource = proto::Resource {
+                key: Some(key.to_proto()),
+                payload,
+            };
+            let size = field_len(resource.encoded_len());
+            return Some((PartEntry::Upsert(resource), size));
+        }
+        let key = self.removals.next()?.to_proto();
+        let size = field_len(key.encoded_len());
+        Some((PartEntry::Removal(key), size))
+    }
+}
+
+impl Iterator for Parts {
+    type Item = proto::ConfigUpdate;
+
+    fn next(&mut self) -> Option<proto::ConfigUpdate> {
+        if self.done {
+            return None;
+        }
+        let mut part = proto::ConfigUpdate {
+            version: self.version,
+            nonce: self.nonce.clone(),
+            full: self.full,
+            upserts: Vec::new(),
+            removals: Vec::new(),
+            more: true,
+        };
+        let mut size = 0usize;
+        loop {
+            let Some((entry, entry_size)) = self.next_entry() else {
+                part.more = false;
+                self.done = true;
+                return Some(part);
+            };
+            let empty = part.upserts.is_empty() && part.removals.is_empty();
+            if !empty && size.saturating_add(entry_size) > self.limit {
+                self.held = Some((entry, entry_size));
+                return Some(part);
+            }
+            size = size.saturating_add(entry_size);
+            match entry {
+                PartEntry::Upsert(resource) => part.upserts.push(resource),
+                PartEntry::Removal(key) => part.removals.push(key),
+            }
+        }
+    }
+}
+
+/// The bytes a message of `len` bytes takes as a field of another: tag, length, message.
+fn field_len(len: usize) -> usize {
+    1 + prost::length_delimiter_len(len) + len
 }
 
 #[cfg(test)]
@@ -359,5 +443,68 @@ mod tests {
         assert!(snap.insert_encoded(key("a"), Bytes::from("2")).is_err());
         assert!(snap.remove(&key("a")));
         assert!(snap.is_empty());
+    }
+    fn diff_of(upserts: &[(&str, usize)], removals: &[&str]) -> Diff {
+        Diff {
+            upserts: upserts
+                .iter()
+                .map(|(name, size)| (key(name), Bytes::from(vec![b'x'; *size])))
+                .collect(),
+            removals: removals.iter().map(|name| key(name)).collect(),
+        }
+    }
+
+    fn names(part: &proto::ConfigUpdate) -> (Vec<&str>, Vec<&str>) {
+        (
+            part.upserts
+                .iter()
+                .filter_map(|r| r.key.as_ref().map(|k| k.name.as_str()))
+                .collect(),
+            part.removals.iter().map(|k| k.name.as_str()).collect(),
+        )
+    }
+
+    #[test]
+    fn without_a_part_size_a_push_is_one_message() {
+        let diff = diff_of(&[("a", 5000), ("b", 5000)], &["c"]);
+        let parts = diff.into_parts(7, "n", false, None).collect::<Vec<_>>();
+        assert_eq!(parts.len(), 1);
+        assert!(!parts[0].more);
+        assert_eq!(names(&parts[0]), (vec!["a", "b"], vec!["c"]));
+        assert_eq!((parts[0].version, parts[0].nonce.as_str()), (7, "n"));
+    }
+
+    #[test]
+    fn parts_fill_up_to_the_size_and_only_the_last_has_no_more() {
+        // A key here encodes to 16 bytes (18 as a removal); a resource with a 40-byte
+        // payload to 62 as an upsert: a and b fill 124 of 130, c is alone.
+        let diff = diff_of(&[("a", 40), ("b", 40), ("c", 200), ("d", 10)], &["e", "f"]);
+        let parts = diff.into_parts(3, "n", true, Some(130)).collect::<Vec<_>>();
+        let shapes: Vec<_> = parts.iter().map(names).collect();
+        assert_eq!(
+            shapes,
+            [
+                (vec!["a", "b"], vec![]),
+                // Bigger than a part on its own: alone, never split.
+                (vec!["c"], vec![]),
+                (vec!["d"], vec!["e", "f"]),
+            ]
+        );
+        let more: Vec<_> = parts.iter().map(|p| p.more).collect();
+        assert_eq!(more, [true, true, false]);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.version == 3 && p.nonce == "n" && p.full)
+        );
+    }
+
+    #[test]
+    fn an_empty_full_push_is_still_one_message() {
+        let parts = Diff::default()
+            .into_parts(1, "n", true, Some(100))
+            .collect::<Vec<_>>();
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].full && !parts[0].more && parts[0].upserts.is_empty());
     }
 }

@@ -707,3 +707,108 @@ async fn a_waypoint_subscribing_before_its_gateway_is_known_waits_for_the_first_
     assert_eq!(first.version, version);
     assert_eq!(config.stats().denied, 0);
 }
+
+/// A raw subscription declaring whether it reassembles parts; it reads but never ACKs.
+async fn raw_subscription(
+    server: &TestServer,
+    scope: &str,
+    accepts_parts: bool,
+) -> (
+    tonic::Streaming<proto::ConfigUpdate>,
+    mpsc::Sender<proto::SubscribeRequest>,
+) {
+    let mut raw = ConfigDistributionClient::connect(server.uri().to_string())
+        .await
+        .unwrap()
+        // Large enough for the single-message push of a client without parts.
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(proto::SubscribeRequest {
+        message: Some(subscribe_request::Message::Subscribe(proto::Subscribe {
+            scope: Some(proto::Scope {
+                kind: Some(proto::scope::Kind::Node(scope.to_owned())),
+            }),
+            client: Some(proto::ClientInfo {
+                id: format!("raw-{accepts_parts}"),
+                accepts_parts,
+                ..Default::default()
+            }),
+        })),
+    })
+    .await
+    .unwrap();
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let response = raw.subscribe(outbound).await.unwrap().into_inner();
+    (response, tx)
+}
+
+/// A node scope of `count` workloads, about 300 bytes each.
+fn many_workloads(count: usize) -> ambit_api::Snapshot {
+    let resources: Vec<_> = (0..count)
+        .map(|i| workload(&format!("pod-{i:05}"), "node-a"))
+        .collect();
+    snapshot(&resources)
+}
+
+#[tokio::test]
+async fn a_large_push_goes_in_parts_to_clients_that_accept_them() {
+    use prost::Message;
+
+    let config = fast_server();
+    let server = TestServer::start(Some(config.clone()), None).await;
+    let node = ScopeKey::node("node-a");
+    // Over 4 MiB whole: more than tonic lets a client decode in one message by default, so
+    // without parts our client could never sync a scope this large.
+    let count = 20_000;
+    let version = config.publish(node.clone(), many_workloads(count));
+
+    let (mut parts, _requests) = raw_subscription(&server, "node-a", true).await;
+    let mut received = Vec::new();
+    let mut messages = 0;
+    loop {
+        let part = tokio::time::timeout(WAIT, parts.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        messages += 1;
+        assert_eq!((part.version, part.full), (version, true));
+        // A resource never straddles parts, so a part may pass the target by one resource.
+        assert!(
+            part.encoded_len() <= ambit_api::server::PART_BYTES + 1024,
+            "part of {} bytes",
+            part.encoded_len()
+        );
+        received.extend(part.upserts.into_iter().map(|r| r.key.unwrap().name));
+        if !part.more {
+            break;
+        }
+    }
+    let expected: Vec<_> = (0..count).map(|i| format!("pod-{i:05}")).collect();
+    assert_eq!(received, expected, "every resource once, in order");
+    assert!(messages > 16, "{messages} messages for {count} workloads");
+
+    // A client that does not reassemble gets the push whole.
+    let (mut whole, _requests) = raw_subscription(&server, "node-a", false).await;
+    let update = tokio::time::timeout(WAIT, whole.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!update.more);
+    assert_eq!(update.upserts.len(), count);
+    assert!(
+        update.encoded_len() > 4 * 1024 * 1024,
+        "{}",
+        update.encoded_len()
+    );
+
+    // Our client puts the parts together and acknowledges the push once.
+    let reader = client(&server, node.clone(), "reader");
+    wait_version(&mut reader.config(), version).await;
+    assert_eq!(reader.current().len(), count);
+    wait_for_server(&config, "the reader's ACK", |s| s.stats().acks == 1).await;
+    assert_eq!(reader.stats().borrow().applied, 1);
+    assert_eq!(reader.stats().borrow().nacks, 0);
+}

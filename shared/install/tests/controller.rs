@@ -109,6 +109,7 @@ fn the_controller_accepts_the_waypoint_template_with_every_option() {
         "waypoint: {autoscaling: {enabled: true}}",
         "waypoint: {podDisruptionBudget: {enabled: true}}",
         "waypoint: {autoscaling: {enabled: true}, podDisruptionBudget: {enabled: true}}",
+        "waypoint: {tracing: {otlpEndpoint: 'http://collector:4317', sampling: '0.5'}}",
     ] {
         let template =
             ambit_controller::kube::WaypointTemplate::from_files(waypoint_template_files(values))
@@ -185,6 +186,40 @@ fn the_waypoint_template_renders_typed_objects_that_select_the_gateway_pods() {
     assert_eq!(
         volume.config_map.as_ref().unwrap().name,
         ambit_controller::kube::ROOT_CONFIGMAP
+    );
+}
+
+fn waypoint_args(values_yaml: &str) -> Vec<String> {
+    let objects = waypoint_objects(values_yaml);
+    let deployment = &objects
+        .iter()
+        .find(|(file, _)| file == "deployment.yaml")
+        .unwrap()
+        .1;
+    let deployment: Deployment = strict(deployment).unwrap();
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    pod.containers[0].args.clone().unwrap()
+}
+
+#[test]
+fn waypoint_tracing_flags_are_passed_only_when_set() {
+    let default = waypoint_args("{}");
+    assert!(
+        !default
+            .iter()
+            .any(|a| a.starts_with("--otlp-endpoint") || a.starts_with("--trace-sampling")),
+        "{default:?}"
+    );
+    let traced = waypoint_args(
+        "waypoint: {tracing: {otlpEndpoint: 'http://otel-collector.observability.svc:4317', sampling: '1'}}",
+    );
+    assert!(
+        traced.contains(&"--otlp-endpoint=http://otel-collector.observability.svc:4317".to_owned()),
+        "{traced:?}"
+    );
+    assert!(
+        traced.contains(&"--trace-sampling=1".to_owned()),
+        "{traced:?}"
     );
 }
 

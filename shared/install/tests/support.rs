@@ -15,7 +15,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// The repository's `charts/` folder.
 pub fn charts_dir() -> PathBuf {
@@ -163,4 +164,81 @@ fn first_difference(expected: &Value, actual: &Value, path: String) -> Option<St
         (e, a) if e == a => None,
         (e, a) => Some(format!("{path}: {e} became {a}")),
     }
+}
+
+/// The CRDs by `group/kind`.
+pub fn crds() -> BTreeMap<String, CustomResourceDefinition> {
+    let manifests: Vec<Manifest> = render("ambit-base", &[]).unwrap();
+    manifests
+        .iter()
+        .map(|m| {
+            let crd: CustomResourceDefinition = strict(&m.object).unwrap();
+            (format!("{}/{}", crd.spec.group, crd.spec.names.kind), crd)
+        })
+        .collect()
+}
+
+/// The version's schema as a JSON Schema that refuses what the API server would prune.
+fn strict_schema(schema: &Value) -> Value {
+    let mut schema = schema.clone();
+    close_objects(&mut schema);
+    schema
+}
+
+fn close_objects(schema: &mut Value) {
+    let Some(map) = schema.as_object_mut() else {
+        return;
+    };
+    let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    if map.contains_key("properties") && !map.contains_key("additionalProperties") && !preserve {
+        map.insert("additionalProperties".to_owned(), json!(false));
+    }
+    for key in ["properties"] {
+        if let Some(Value::Object(children)) = map.get_mut(key) {
+            children.values_mut().for_each(close_objects);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = map.get_mut(key) {
+            close_objects(child);
+        }
+    }
+}
+
+fn schema_of(crds: &BTreeMap<String, CustomResourceDefinition>, object: &Value) -> Value {
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.split_once('/').unwrap();
+    let kind = object["kind"].as_str().unwrap();
+    let crd = &crds[&format!("{group}/{kind}")];
+    let version = crd
+        .spec
+        .versions
+        .iter()
+        .find(|v| v.name == version)
+        .unwrap();
+    let schema = version
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    strict_schema(&serde_json::to_value(schema).unwrap())
+}
+
+pub fn violations(
+    crds: &BTreeMap<String, CustomResourceDefinition>,
+    object: &Value,
+) -> Vec<String> {
+    let schema = schema_of(crds, object);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    // metadata is the API server's business, not the schema's.
+    let mut object = object.clone();
+    object.as_object_mut().unwrap().remove("metadata");
+    object.as_object_mut().unwrap().remove("apiVersion");
+    object.as_object_mut().unwrap().remove("kind");
+    validator
+        .iter_errors(&object)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect()
 }

@@ -98,7 +98,8 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
     assert_eq!(env(installer, "POD_INTERFACES"), "veth*,cali*,lxc*,cni*");
     assert_eq!(env(installer, "PROBE_SOURCE_V4"), "169.254.7.127");
     let agent = container(&node, "node-agent");
-    assert!(added_capabilities(agent).is_empty());
+    // setns into pod namespaces, for the scan of pods that ran before the agent.
+    assert_eq!(added_capabilities(agent), ["SYS_ADMIN"]);
     let netns = agent
         .volume_mounts
         .as_deref()
@@ -111,6 +112,8 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
     let agent_args = agent.args.clone().unwrap();
     assert!(agent_args.contains(&"--listen=/var/run/ambit/cni.sock".to_owned()));
     assert!(agent_args.contains(&"--ztunnel-socket=/var/run/ambit/ztunnel.sock".to_owned()));
+    // The scan skips exactly the namespaces the plugin does not report.
+    assert!(agent_args.contains(&"--exclude-namespaces=ambit-system,kube-system".to_owned()));
     let ztunnel_args = container(&pod(&manifests, "ztunnel"), "ztunnel")
         .args
         .clone()

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{ApplyReport, LocalMesh, MeshError};
 
@@ -156,30 +156,27 @@ pub async fn serve(mesh: LocalMesh, stop: Arc<Notify>) -> Result<(), MeshError> 
         // One request at a time: the mesh serialises changes anyway, and `down` must not race
         // an apply.
         let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64);
-        let response = match reader.read_line(&mut line).await {
-            Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(Request::Down) => {
-                    drop(listener);
-                    let _ = std::fs::remove_file(&socket);
-                    let response = match mesh.down().await {
-                        Ok(()) => Response::Ok,
-                        Err(err) => Response::Error {
-                            message: err.to_string(),
-                        },
-                    };
-                    let _ = write_response(&mut write, &response).await;
-                    return Ok(());
-                }
-                Ok(request) => handle(&mesh, request).await,
-                Err(err) => Response::Error {
-                    message: format!("bad request: {err}"),
-                },
-            },
-            Err(err) => Response::Error {
-                message: format!("reading the request: {err}"),
-            },
+        let response = match read_request(read).await {
+            // The CLI's presence probe (`ambit` choosing local mode or a cluster) connects and
+            // closes; nothing to answer, nothing wrong.
+            Incoming::Probe => {
+                debug!("a client connected and closed without a request (a presence probe)");
+                continue;
+            }
+            Incoming::Request(Request::Down) => {
+                drop(listener);
+                let _ = std::fs::remove_file(&socket);
+                let response = match mesh.down().await {
+                    Ok(()) => Response::Ok,
+                    Err(err) => Response::Error {
+                        message: err.to_string(),
+                    },
+                };
+                let _ = write_response(&mut write, &response).await;
+                return Ok(());
+            }
+            Incoming::Request(request) => handle(&mesh, request).await,
+            Incoming::Bad(message) => Response::Error { message },
         };
         if let Err(err) = write_response(&mut write, &response).await {
             warn!(%err, "answering a client failed");
@@ -188,6 +185,31 @@ pub async fn serve(mesh: LocalMesh, stop: Arc<Notify>) -> Result<(), MeshError> 
     drop(listener);
     let _ = std::fs::remove_file(&socket);
     mesh.down().await
+}
+
+/// What a client's connection brought.
+#[derive(Debug, PartialEq, Eq)]
+enum Incoming {
+    /// It closed before sending a byte.
+    Probe,
+    /// A request line.
+    Request(Request),
+    /// Something unreadable; the answer says what.
+    Bad(String),
+}
+
+/// Reads the one request line of a connection.
+async fn read_request(read: impl tokio::io::AsyncRead + Unpin) -> Incoming {
+    let mut line = String::new();
+    let mut reader = AsyncBufReader::new(read).take(MAX_REQUEST as u64);
+    match reader.read_line(&mut line).await {
+        Ok(0) => Incoming::Probe,
+        Ok(_) => match serde_json::from_str::<Request>(&line) {
+            Ok(request) => Incoming::Request(request),
+            Err(err) => Incoming::Bad(format!("bad request: {err}")),
+        },
+        Err(err) => Incoming::Bad(format!("reading the request: {err}")),
+    }
 }
 
 async fn write_response(
@@ -249,7 +271,8 @@ async fn handle(mesh: &LocalMesh, request: Request) -> Response {
                 .collect(),
         },
         Request::GetWaypoints => Response::Table {
-            header: ["NAMESPACE", "NAME", "ADDRESS", "PROCESS"]
+            // The cluster's `waypoint list` columns where they apply (PROCESS for PROGRAMMED).
+            header: ["NAMESPACE", "NAME", "FOR", "ADDRESS", "PROCESS"]
                 .map(str::to_owned)
                 .to_vec(),
             rows: mesh
@@ -260,6 +283,7 @@ async fn handle(mesh: &LocalMesh, request: Request) -> Response {
                     vec![
                         waypoint.namespace,
                         waypoint.name,
+                        waypoint.waypoint_for,
                         waypoint
                             .address
                             .map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
@@ -365,6 +389,33 @@ mod tests {
             serde_json::to_string(&response).unwrap(),
             r#"{"result":"error","message":"no"}"#
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_byte_is_a_probe_not_a_bad_request() {
+        let (client, server) = tokio::io::duplex(64);
+        drop(client);
+        assert_eq!(read_request(server).await, Incoming::Probe);
+
+        let (mut client, server) = tokio::io::duplex(64);
+        client.write_all(b"{\"op\":\"getPods\"}\n").await.unwrap();
+        drop(client);
+        assert_eq!(
+            read_request(server).await,
+            Incoming::Request(Request::GetPods)
+        );
+
+        // A client that sends something, even a bare newline, gets told it is wrong.
+        for sent in [&b"\n"[..], b"{\"op\":\"format-disk\"}\n", b"{\"op\""] {
+            let (mut client, server) = tokio::io::duplex(64);
+            client.write_all(sent).await.unwrap();
+            drop(client);
+            let incoming = read_request(server).await;
+            assert!(
+                matches!(&incoming, Incoming::Bad(message) if message.starts_with("bad request:")),
+                "{sent:?}: {incoming:?}"
+            );
+        }
     }
 
     #[test]

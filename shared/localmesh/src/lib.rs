@@ -38,6 +38,8 @@ use crate::objects::{Object, ObjectKey, PodPlan, VipAllocator};
 
 /// The controller's gRPC port (Istio's istiod port).
 pub const CONTROLLER_GRPC_PORT: u16 = 15012;
+/// The Gateway label saying which traffic a waypoint takes.
+const WAYPOINT_FOR_LABEL: &str = "istio.io/waypoint-for";
 /// The cluster DNS address pods are given (kind's kube-dns address).
 const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// How long a started process may take to become reachable.
@@ -160,6 +162,9 @@ pub struct WaypointStatus {
     pub namespace: String,
     /// The Gateway's name.
     pub name: String,
+    /// Which traffic it takes: the Gateway's `istio.io/waypoint-for` label as written
+    /// (`service` when absent, Istio's default), as `ambit waypoint list` shows on a cluster.
+    pub waypoint_for: String,
     /// Its Service's cluster IP.
     pub address: Option<Ipv4Addr>,
     /// Whether its process runs.
@@ -446,12 +451,22 @@ impl LocalMesh {
     pub async fn waypoints(&self) -> Vec<WaypointStatus> {
         let mut world = self.world.lock().await;
         let addresses = world.cluster_ips.clone();
-        world
-            .waypoints
+        let World {
+            waypoints, applied, ..
+        } = &mut *world;
+        waypoints
             .iter_mut()
             .map(|((namespace, name), process)| WaypointStatus {
                 namespace: namespace.clone(),
                 name: name.clone(),
+                waypoint_for: applied
+                    .get(&ObjectKey {
+                        kind: "Gateway".to_owned(),
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    })
+                    .and_then(|gateway| gateway.labels().remove(WAYPOINT_FOR_LABEL))
+                    .unwrap_or_else(|| "service".to_owned()),
                 address: addresses
                     .get(&(namespace.clone(), name.clone()))
                     .copied()

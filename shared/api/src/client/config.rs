@@ -72,6 +72,68 @@ enum SessionError {
     Closed,
     #[error("no token to subscribe with: {0}")]
     Token(#[from] TokenFileError),
+    #[error("the server broke the parts protocol: {0}")]
+    Parts(#[from] PartsError),
+}
+
+/// A part of a push that does not continue the push being reassembled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "part of version {got_version} (nonce {got_nonce:?}, full {got_full}) arrived while \
+     version {version} (nonce {nonce:?}, full {full}) was incomplete"
+)]
+pub(crate) struct PartsError {
+    version: u64,
+    nonce: String,
+    full: bool,
+    got_version: u64,
+    got_nonce: String,
+    got_full: bool,
+}
+
+/// Puts the parts of a push (`ConfigUpdate.more`) back together.
+#[derive(Debug, Default)]
+pub(crate) struct Reassembly {
+    pending: Option<proto::ConfigUpdate>,
+}
+
+impl Reassembly {
+    /// Takes the next message of the stream: the whole push once its last part is in,
+    /// `None` while parts are still missing.
+    pub(crate) fn add(
+        &mut self,
+        part: proto::ConfigUpdate,
+    ) -> Result<Option<proto::ConfigUpdate>, PartsError> {
+        let more = part.more;
+        let whole = match self.pending.take() {
+            None => part,
+            Some(mut pending) => {
+                if (pending.version, &pending.nonce, pending.full)
+                    != (part.version, &part.nonce, part.full)
+                {
+                    return Err(PartsError {
+                        version: pending.version,
+                        nonce: pending.nonce,
+                        full: pending.full,
+                        got_version: part.version,
+                        got_nonce: part.nonce,
+                        got_full: part.full,
+                    });
+                }
+                pending.upserts.extend(part.upserts);
+                pending.removals.extend(part.removals);
+                pending
+            }
+        };
+        if more {
+            self.pending = Some(whole);
+            return Ok(None);
+        }
+        Ok(Some(proto::ConfigUpdate {
+            more: false,
+            ..whole
+        }))
+    }
 }
 
 struct Task {
@@ -230,6 +292,7 @@ impl Task {
                     id: self.options.client_id.clone(),
                     build_version: self.options.build_version.clone(),
                     serving_version,
+                    accepts_parts: true,
                 }),
             })),
         };
@@ -252,7 +315,11 @@ impl Task {
         });
         tracing::info!(scope = %self.scope, "subscribed to config");
         let mut first = true;
-        while let Some(update) = updates.message().await? {
+        let mut reassembly = Reassembly::default();
+        while let Some(part) = updates.message().await? {
+            let Some(update) = reassembly.add(part)? else {
+                continue;
+            };
             let current = self.config.borrow().clone();
             let error_detail = match current.apply(&update, first) {
                 Ok(next) => {
@@ -293,4 +360,78 @@ impl Task {
 /// `delay` ± 20 %, so clients cut off together do not reconnect in lockstep.
 fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(rand::random_range(0.8..1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(version: u64, nonce: &str, names: &[&str], more: bool) -> proto::ConfigUpdate {
+        proto::ConfigUpdate {
+            version,
+            nonce: nonce.to_owned(),
+            full: true,
+            upserts: names
+                .iter()
+                .map(|name| proto::Resource {
+                    key: Some(proto::ResourceKey {
+                        kind: "Service".to_owned(),
+                        namespace: "ns".to_owned(),
+                        name: (*name).to_owned(),
+                    }),
+                    payload: Default::default(),
+                })
+                .collect(),
+            removals: Vec::new(),
+            more,
+        }
+    }
+
+    fn upsert_names(update: &proto::ConfigUpdate) -> Vec<&str> {
+        update
+            .upserts
+            .iter()
+            .filter_map(|r| r.key.as_ref().map(|k| k.name.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_single_message_push_passes_through() {
+        let mut reassembly = Reassembly::default();
+        let whole = reassembly
+            .add(part(1, "n", &["a"], false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(upsert_names(&whole), ["a"]);
+    }
+
+    #[test]
+    fn parts_come_out_as_one_push_after_the_last() {
+        let mut reassembly = Reassembly::default();
+        assert_eq!(reassembly.add(part(2, "n", &["a", "b"], true)), Ok(None));
+        assert_eq!(reassembly.add(part(2, "n", &["c"], true)), Ok(None));
+        let whole = reassembly
+            .add(part(2, "n", &["d"], false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(upsert_names(&whole), ["a", "b", "c", "d"]);
+        assert!(!whole.more);
+        // The next push starts afresh.
+        let next = reassembly
+            .add(part(3, "m", &["e"], false))
+            .unwrap()
+            .unwrap();
+        assert_eq!(upsert_names(&next), ["e"]);
+    }
+
+    #[test]
+    fn a_part_of_another_push_is_a_protocol_error() {
+        let mut reassembly = Reassembly::default();
+        assert_eq!(reassembly.add(part(2, "n", &["a"], true)), Ok(None));
+        let err = reassembly.add(part(3, "m", &["b"], false)).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        let mut reassembly = Reassembly::default();
+        assert_eq!(reassembly.add(part(2, "n", &["a"], true)), Ok(None));
+        assert!(reassembly.add(part(2, "other", &["b"], false)).is_err());
+    }
 }

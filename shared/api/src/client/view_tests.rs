@@ -40,6 +40,7 @@ fn update(version: u64, full: bool, upserts: &[MeshResource]) -> proto::ConfigUp
         full,
         upserts: upserts.iter().map(upsert).collect(),
         removals: Vec::new(),
+        more: false,
     }
 }
 

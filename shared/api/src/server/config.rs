@@ -374,6 +374,7 @@ impl ConfigDistribution for ConfigService {
             ));
         };
         let info = subscribe.client.unwrap_or_default();
+        let accepts_parts = info.accepts_parts;
         let mut published = self.shared.scope(&scope).subscribe();
         if let Some((auth, caller)) = &subscriber {
             self.authorize(auth, caller, &scope, &mut published, peer)
@@ -404,6 +405,7 @@ impl ConfigDistribution for ConfigService {
                 published,
                 inbound,
                 outbound,
+                accepts_parts,
             )
             .run(),
         );

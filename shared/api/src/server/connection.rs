@@ -12,7 +12,16 @@ use tonic::{Status, Streaming};
 use super::config::{Published, Shared};
 use crate::proto::{self, subscribe_request};
 use crate::scope::ScopeKey;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Parts, Snapshot};
+
+/// Size of one part of a push to a client that accepts parts. tonic keeps each stream's
+/// encode buffer (and each client its decode buffer) at the size of the largest message it
+/// saw, for as long as the stream lives: whole full resyncs of megabytes, times every
+/// connected ztunnel, were most of the controller's memory.
+pub const PART_BYTES: usize = 256 * 1024;
+
+/// What one push sends: its messages, in order, each built when the stream takes it.
+pub(super) type Push = Parts;
 
 /// The state of one client stream, owned by its task.
 pub(super) struct Connection {
@@ -21,7 +30,9 @@ pub(super) struct Connection {
     scope: ScopeKey,
     published: watch::Receiver<Option<Published>>,
     inbound: Streaming<proto::SubscribeRequest>,
-    outbound: mpsc::Sender<Result<proto::ConfigUpdate, Status>>,
+    outbound: mpsc::Sender<Result<Push, Status>>,
+    /// Whether the client reassembles pushes sent in parts.
+    accepts_parts: bool,
     /// What the client acknowledged last on this stream; `None` until its first ACK, and while
     /// it is `None` every push is a full resync.
     acked: Option<Arc<Snapshot>>,
@@ -52,7 +63,8 @@ impl Connection {
         scope: ScopeKey,
         published: watch::Receiver<Option<Published>>,
         inbound: Streaming<proto::SubscribeRequest>,
-        outbound: mpsc::Sender<Result<proto::ConfigUpdate, Status>>,
+        outbound: mpsc::Sender<Result<Push, Status>>,
+        accepts_parts: bool,
     ) -> Self {
         Self {
             shared,
@@ -61,6 +73,7 @@ impl Connection {
             published,
             inbound,
             outbound,
+            accepts_parts,
             acked: None,
             in_flight: None,
             push_at: None,
@@ -141,9 +154,10 @@ impl Connection {
         }
         let nonce = self.shared.nonce(latest.version);
         let (upserts, removals) = (diff.upserts.len(), diff.removals.len());
-        let update = diff.into_update(latest.version, nonce.clone(), full);
+        let part_bytes = self.accepts_parts.then_some(PART_BYTES);
+        let push = diff.into_parts(latest.version, &nonce, full, part_bytes);
         // At most one push is in flight, so the buffer only fills if the client is broken.
-        if self.outbound.try_send(Ok(update)).is_err() {
+        if self.outbound.try_send(Ok(push)).is_err() {
             return Some(End::ClientGone);
         }
         self.shared.stats.pushes.fetch_add(1, Ordering::Relaxed);
@@ -209,13 +223,24 @@ impl Connection {
     }
 }
 
-/// The response stream of a client: everything its task sends, until the task ends.
+/// The response stream of a client: every message of every push its task sends, in order,
+/// until the task ends.
 pub(super) fn stream(
-    receiver: mpsc::Receiver<Result<proto::ConfigUpdate, Status>>,
+    receiver: mpsc::Receiver<Result<Push, Status>>,
 ) -> Pin<Box<dyn Stream<Item = Result<proto::ConfigUpdate, Status>> + Send>> {
     Box::pin(futures_util::stream::unfold(
-        receiver,
-        |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        (receiver, None::<Push>),
+        |(mut receiver, mut current)| async move {
+            loop {
+                if let Some(part) = current.as_mut().and_then(Iterator::next) {
+                    return Some((Ok(part), (receiver, current)));
+                }
+                match receiver.recv().await? {
+                    Ok(push) => current = Some(push),
+                    Err(status) => return Some((Err(status), (receiver, None))),
+                }
+            }
+        },
     ))
 }
 
