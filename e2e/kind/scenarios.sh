@@ -37,6 +37,7 @@ ROWS=(
   namespace-label-live
   tracing-otlp
   prometheus-istio-metrics
+  control-plane-tls
   controller-killed
   ztunnel-killed
 )
@@ -498,6 +499,24 @@ row_prometheus_istio_metrics() {
     eventually traffic_and_series "istio_requests_total{reporter=\"waypoint\",response_code=\"200\",destination_service=\"server.$SHOP.svc.cluster.local\",source_principal=\"cluster.local/ns/$SHOP/sa/client\",connection_security_policy=\"mutual_tls\"}"
   expect "ztunnel reports TCP connections" \
     eventually traffic_and_series 'istio_tcp_connections_opened_total{reporter=~"source|destination"}'
+}
+
+# The control plane speaks TLS: the controller published the mesh roots as the ConfigMap
+# ztunnel and the waypoints mount to verify it, says it serves gRPC over TLS, and the mesh
+# runs on the config fetched that way.
+row_control_plane_tls() {
+  roots_published() {
+    kctl -n "$AMBIT_NAMESPACE" get configmap ambit-ca-root-cert \
+      -o 'jsonpath={.data.root-cert\.pem}' | grep 'BEGIN CERTIFICATE' >/dev/null
+  }
+  expect "the controller published its roots (ConfigMap ambit-ca-root-cert)" \
+    eventually roots_published
+  serves_tls() {
+    kctl -n "$AMBIT_NAMESPACE" logs deployment/ambit-controller | grep 'gRPC serves TLS' >/dev/null
+  }
+  expect "the controller serves gRPC over TLS" eventually serves_tls
+  expect "the server answers, the proxies configured over TLS" \
+    eventually answered "$SHOP" client "$SERVER/" 5 200
 }
 
 row_controller_killed() {

@@ -130,6 +130,10 @@ const ROWS: &[(&str, &[&str])] = &[
         "prometheus-istio-metrics",
         &["prometheus::prometheus_scrapes_istio_metrics_from_ztunnel_and_waypoint"],
     ),
+    (
+        "control-plane-tls",
+        &["control_plane::controller_port_speaks_only_tls"],
+    ),
     ("controller-killed", &[L4]),
     ("ztunnel-killed", &[L4]),
 ];
@@ -484,6 +488,7 @@ const BROKEN: &[(&str, &str)] = &[
     ("label-live", "namespace-label-live"),
     ("tracing", "tracing-otlp"),
     ("prometheus", "prometheus-istio-metrics"),
+    ("control-plane-plaintext", "control-plane-tls"),
     ("controller-needed", "controller-killed"),
     ("fail-open", "ztunnel-killed"),
 ];
