@@ -4,6 +4,10 @@
 //! TLS is done here (tokio-rustls, through tonic's custom-connector hook) rather than by
 //! tonic, so the roots file is read again on every connect: a rotated root is picked up by the
 //! next reconnect without a restart.
+//!
+//! This relies on tonic being built without its TLS features (`tls-ring` and the like): with
+//! them, tonic refuses an `https://` URI whose endpoint has no tonic TLS config, even behind a
+//! custom connector. Nothing in the workspace enables them; keep it that way or revisit here.
 
 use std::fmt;
 use std::future::Future;
