@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ambit_api::ScopeKey;
-use ambit_api::client::{ConfigClient, ConfigClientOptions};
+use ambit_api::client::{ConfigClient, ConfigClientOptions, ControllerEndpoint};
 use ambit_controller::local::load_dir;
 use ambit_controller::scopes;
 use ambit_controller::translate::{TranslateOptions, translate};
@@ -151,7 +151,11 @@ async fn against_the_binary(
     std::fs::write(&tokens_file, tokens).context("writing the token file")?;
     let controller = Controller::start(state, config_dir, &ready_file, &tokens_file)?;
     let bound = wait_for_ready_file(&ready_file, Duration::from_secs(120)).await?;
-    let uri: http::Uri = format!("http://{}", bound.grpc).parse()?;
+    let endpoint = ControllerEndpoint::tls(
+        format!("https://{}", bound.grpc).parse()?,
+        state.join("state").join("ca").join("root-cert.pem"),
+        None,
+    )?;
     // The ready file comes before the first translation; readiness waits for it.
     wait_until_ready(&bound.readiness, Duration::from_secs(120)).await?;
     let (rss, _) = controller.memory()?;
@@ -166,7 +170,7 @@ async fn against_the_binary(
             let options =
                 ConfigClientOptions::new(format!("bench/{node}")).with_token(&bench_token(node))?;
             Ok(ConfigClient::start(
-                uri.clone(),
+                endpoint.clone(),
                 ScopeKey::node(node),
                 options,
             ))
@@ -275,7 +279,7 @@ impl Controller {
             .arg(config_dir)
             .arg("--state-dir")
             .arg(state.join("state"))
-            .args(["--grpc-addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", "127.0.0.1:0", "--grpc-ip-san", "127.0.0.1"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--readiness-addr", "127.0.0.1:0"])
             .args(["--debounce-ms", &DEBOUNCE_MS.to_string()])

@@ -13,12 +13,12 @@
 //!   translation, waypoints are deployed and statuses written in a background task
 //!   ([`KubeWriters`]) that never holds up config pushes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::server::{Authenticator, Authorizer, StaticTokens};
+use ambit_api::server::{Authenticator, Authorizer, ServerTransport, StaticTokens};
 use ambit_api::{CaServer, ConfigServer, ConfigServerOptions};
 use ambit_identity::{CaOptions, DEFAULT_TRUST_DOMAIN};
 use ambit_runtime::{ControlRuntime, Ready, Shutdown, serve_metrics, serve_readiness};
@@ -31,12 +31,13 @@ use tokio::sync::watch;
 use crate::ca::{CaOrigin, load_or_generate};
 use crate::kube::{
     AuthSettings, DEFAULT_CONTROLLER_NAME, KubeSource, KubeSourceConfig, KubeWriters,
-    PodIdentities, StatusWriter, TokenReviewAuthenticator, TrackIdentities, WaypointDeployer,
-    WaypointSettings, WaypointTemplate,
+    PodIdentities, RootPublisher, StatusWriter, TokenReviewAuthenticator, TrackIdentities,
+    WaypointDeployer, WaypointSettings, WaypointTemplate,
 };
 use crate::local::FolderSource;
 use crate::metrics::ControllerMetrics;
 use crate::pipeline::{self, Pipeline};
+use crate::serving::{SERVING_CERT_TTL, ServingCertificate, ServingNames};
 use crate::source::{Snapshot, Source};
 use crate::tokens::NodeTokens;
 use crate::translate::TranslateOptions;
@@ -91,9 +92,24 @@ pub struct Args {
     /// (repeatable).
     #[arg(long = "token-audience", default_value = DEFAULT_TOKEN_AUDIENCE, conflicts_with = "config_dir")]
     pub token_audiences: Vec<String>,
-    /// Config distribution and CA (gRPC), Istio's port.
+    /// Config distribution and CA (gRPC), Istio's port. TLS, with a serving certificate the
+    /// controller's CA issues for `--grpc-dns-name` and `--grpc-ip-san` and renews at half life.
     #[arg(long, default_value = "0.0.0.0:15012")]
     pub grpc_addr: SocketAddr,
+    /// A DNS name proxies reach the gRPC port by (repeatable), e.g. the Service's
+    /// `ambit-controller.<ns>.svc`.
+    #[arg(
+        long = "grpc-dns-name",
+        value_name = "NAME",
+        default_value = "localhost"
+    )]
+    pub grpc_dns_names: Vec<String>,
+    /// An IP address proxies reach the gRPC port by (repeatable; local mode connects by IP).
+    #[arg(long = "grpc-ip-san", value_name = "IP")]
+    pub grpc_ip_sans: Vec<IpAddr>,
+    /// Serve gRPC without TLS: bearer tokens and config travel in the clear. For tests only.
+    #[arg(long)]
+    pub grpc_plaintext: bool,
     /// Prometheus metrics (`/metrics`), istiod's port.
     #[arg(long, default_value = "0.0.0.0:15014")]
     pub metrics_addr: SocketAddr,
@@ -183,6 +199,7 @@ pub async fn run_with_client(
         authenticator,
         authorizer,
         writers,
+        roots_home,
     } = mode;
     // The same callers as the CA's; set before the server is served.
     let config_server =
@@ -199,16 +216,31 @@ pub async fn run_with_client(
         CaOrigin::Generated => tracing::info!("CA root generated and saved in the state folder"),
         CaOrigin::Persisted => tracing::info!("CA root loaded from the state folder"),
     }
-    let ca_server = CaServer::new(
-        Arc::new(loaded.ca),
-        &loaded.bundle,
-        authenticator,
-        authorizer,
-    );
+    let ca = Arc::new(loaded.ca);
+    let transport = if args.grpc_plaintext {
+        tracing::warn!(
+            "--grpc-plaintext: bearer tokens, certificates and config cross the network in the clear"
+        );
+        ServerTransport::Plaintext
+    } else {
+        let names = ServingNames {
+            dns: args.grpc_dns_names.clone(),
+            ips: args.grpc_ip_sans.clone(),
+        };
+        let serving = ServingCertificate::issue(ca.clone(), names.clone(), SERVING_CERT_TTL)?;
+        tracing::info!(dns = ?names.dns, ips = ?names.ips, "gRPC serves TLS with a certificate of the mesh CA");
+        let tls = serving.tls();
+        tokio::spawn(serving.renew());
+        ServerTransport::Tls(tls)
+    };
+    let ca_server = CaServer::new(ca, &loaded.bundle, authenticator, authorizer);
     let mut registry = MetricsRegistry::new();
     let metrics = ControllerMetrics::register(&mut registry, &config_server, Some(&ca_server));
     let mut pipeline = pipeline.with_metrics(metrics.clone());
-    if let Some(writers) = writers {
+    if let Some(mut writers) = writers {
+        if let Some((client, home)) = roots_home {
+            writers = writers.with_roots(RootPublisher::new(client, loaded.bundle.to_pem(), home));
+        }
         let (translations, latest) = watch::channel(None);
         pipeline = pipeline.with_translations(translations);
         tokio::spawn(
@@ -252,9 +284,14 @@ pub async fn run_with_client(
     let guard = drain.track("grpc");
     let grpc = tokio::spawn(async move {
         let stop = async move { drain.draining().await };
-        let result =
-            ambit_api::server::serve(grpc_listener, Some(config_server), Some(ca_server), stop)
-                .await;
+        let result = ambit_api::server::serve(
+            grpc_listener,
+            transport,
+            Some(config_server),
+            Some(ca_server),
+            stop,
+        )
+        .await;
         drop(guard);
         result
     });
@@ -292,6 +329,9 @@ struct Mode {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     writers: Option<KubeWriters>,
+    /// Kubernetes mode: where the mesh roots are always published (the roots themselves are
+    /// known once the CA is loaded).
+    roots_home: Option<(::kube::Client, Vec<String>)>,
 }
 
 /// The source of either mode.
@@ -336,6 +376,7 @@ fn local_mode(
         authenticator: static_tokens,
         authorizer,
         writers: None,
+        roots_home: None,
     })
 }
 
@@ -386,7 +427,12 @@ fn kube_mode(
         deployer,
         StatusWriter::new(client.clone(), DEFAULT_CONTROLLER_NAME),
     );
+    // ztunnel mounts the roots in its namespace; the controller's own is where the chart
+    // puts both (they differ only when --ztunnel-namespace says so).
+    let own_namespace = ztunnel_namespace(None, std::env::var("POD_NAMESPACE").ok().as_deref());
+    let roots_home = vec![own_namespace, settings.ztunnel_namespace.clone()];
     Ok(Mode {
+        roots_home: Some((client.clone(), roots_home)),
         source: ModeSource::Kube(TrackIdentities::new(source, identities.clone())),
         pipeline,
         authenticator: Arc::new(TokenReviewAuthenticator::new(client, settings)),

@@ -2,7 +2,8 @@
 //! ([`objects`]), how they become the mesh model ([`translate`]), and how the model reaches the
 //! proxies: one snapshot per scope ([`scopes`]) published by the [`pipeline`] into the gRPC
 //! config server of `ambit-api`, next to the CA ([`ca`], [`tokens`]). [`app`] wires the
-//! `ambit-controller` binary; [`metrics`] is what it exports.
+//! `ambit-controller` binary; [`metrics`] is what it exports. The gRPC port is TLS with a
+//! serving certificate the controller's own CA issues and renews ([`serving`]).
 //!
 //! Translation is pure: the same objects always give the same [`translate::MeshConfig`], so
 //! everything but the Kubernetes watch layer is tested from YAML fixtures without a cluster.
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod objects;
 pub mod pipeline;
 pub mod scopes;
+pub mod serving;
 pub mod source;
 pub mod tokens;
 pub mod translate;

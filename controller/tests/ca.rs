@@ -28,7 +28,7 @@ async fn request(
     token: &str,
     id: &SpiffeId,
 ) -> Result<(IssuedCertificate, WorkloadKey), IssueError> {
-    let issuer = GrpcIssuer::new(controller.uri(), token).unwrap();
+    let issuer = GrpcIssuer::new(&controller.endpoint(), token).unwrap();
     let key = WorkloadKey::generate().unwrap();
     let csr = key.csr_der(id).unwrap();
     let issued = tokio::time::timeout(common::WAIT, issuer.create_certificate(id, &csr))

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ambit_api::{
-    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView, GrpcIssuer,
-    ScopeKey,
+    ConfigClient, ConfigClientOptions, ConfigServer, ConfigServerOptions, ConfigView,
+    ControllerEndpoint, GrpcIssuer, ScopeKey,
 };
 use ambit_controller::Snapshot;
 use ambit_controller::app::{Args, run_with_client};
 use ambit_controller::kube::{
-    DEFAULT_CONTROLLER_NAME, KubeWriters, OPTIONAL_WAYPOINT_PERMISSIONS, StatusWriter,
-    WaypointDeployer, WaypointSettings,
+    DEFAULT_CONTROLLER_NAME, KubeWriters, OPTIONAL_WAYPOINT_PERMISSIONS, RootPublisher,
+    StatusWriter, WaypointDeployer, WaypointSettings,
 };
 use ambit_controller::metrics::ControllerMetrics;
 use ambit_controller::objects::{Resource, Resources};
@@ -43,6 +43,8 @@ const SERVICE_ACCOUNT: &str = "/api/v1/namespaces/shop/serviceaccounts/waypoint"
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/shop/deployments/waypoint";
 const SERVICE: &str = "/api/v1/namespaces/shop/services/waypoint";
 const HPA: &str = "/apis/autoscaling/v2/namespaces/shop/horizontalpodautoscalers/waypoint";
+const ROOTS_AMBIT_SYSTEM: &str = "/api/v1/namespaces/ambit-system/configmaps/ambit-ca-root-cert";
+const ROOTS_SHOP: &str = "/api/v1/namespaces/shop/configmaps/ambit-ca-root-cert";
 const GATEWAY_STATUS: &str =
     "/apis/gateway.networking.k8s.io/v1/namespaces/shop/gateways/waypoint/status";
 
@@ -120,6 +122,7 @@ impl Running {
             "ambit-controller",
             "--kube",
             "--grpc-addr=127.0.0.1:0",
+            "--grpc-ip-san=127.0.0.1",
             "--metrics-addr=127.0.0.1:0",
             "--readiness-addr=127.0.0.1:0",
             "--debounce-ms=5",
@@ -144,11 +147,21 @@ impl Running {
         }
     }
 
+    /// The gRPC port over TLS, trusting the root the controller generated in its state folder.
+    fn endpoint(&self) -> ControllerEndpoint {
+        ControllerEndpoint::tls(
+            format!("https://{}", self.grpc).parse().unwrap(),
+            self._state.path().join("ca").join("root-cert.pem"),
+            None,
+        )
+        .unwrap()
+    }
+
     /// A ztunnel-like config client for `node`, presenting ztunnel's projected token (whose
     /// pod runs on node-a).
     fn node_client(&self, node: &str) -> ConfigClient {
         ConfigClient::start(
-            format!("http://{}", self.grpc).parse().unwrap(),
+            self.endpoint(),
             ScopeKey::node(node),
             ConfigClientOptions::new(format!("ztunnel/{node}"))
                 .with_backoff(Duration::from_millis(20), Duration::from_millis(100))
@@ -212,6 +225,14 @@ fn is_apply(request: &Recorded) -> bool {
     request.method == Method::PATCH
 }
 
+fn is_roots_apply(request: &Recorded) -> bool {
+    is_apply(request) && request.path.ends_with("/configmaps/ambit-ca-root-cert")
+}
+
+fn is_waypoint_apply(request: &Recorded) -> bool {
+    is_apply(request) && !is_roots_apply(request)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_mode_serves_workloads_and_deploys_the_waypoint_from_the_template() {
     let (client, api) = MockApi::start(cluster);
@@ -233,8 +254,27 @@ async fn kube_mode_serves_workloads_and_deploys_the_waypoint_from_the_template()
     );
     assert_eq!(ztunnel.current().services().count(), 1);
 
+    // The mesh roots, for the proxies to verify the controller by: where ztunnel runs and
+    // where the waypoint goes, before the waypoint's objects.
+    let roots = api.wait_for(2, is_roots_apply).await;
+    let paths: Vec<&str> = roots.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, [ROOTS_AMBIT_SYSTEM, ROOTS_SHOP]);
+    let root_pem =
+        std::fs::read_to_string(controller._state.path().join("ca").join("root-cert.pem")).unwrap();
+    for request in &roots {
+        assert_eq!(request.body["data"]["root-cert.pem"], root_pem.as_str());
+        assert_eq!(request.query["fieldManager"], "ambit-controller");
+    }
+    let first_waypoint_write = api
+        .log()
+        .iter()
+        .position(|r| is_apply(r) && !is_roots_apply(r))
+        .unwrap_or(usize::MAX);
+    let last_roots_write = api.log().iter().rposition(is_roots_apply).unwrap();
+    assert!(last_roots_write < first_waypoint_write);
+
     // The waypoint: every template object by server-side apply, then the Gateway status.
-    let applies = api.wait_for(5, is_apply).await;
+    let applies = api.wait_for(5, is_waypoint_apply).await;
     let paths: Vec<&str> = applies.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -360,8 +400,12 @@ fn ztunnel_pod() -> Value {
     })
 }
 
-async fn ask_ca(grpc: SocketAddr, token: &str, service_account: &str) -> Result<(), IssueError> {
-    let issuer = GrpcIssuer::new(format!("http://{grpc}").parse().unwrap(), token).unwrap();
+async fn ask_ca(
+    controller: &ControllerEndpoint,
+    token: &str,
+    service_account: &str,
+) -> Result<(), IssueError> {
+    let issuer = GrpcIssuer::new(controller, token).unwrap();
     let identity = SpiffeId::new("cluster.local", "shop", service_account).unwrap();
     let key = WorkloadKey::generate().unwrap();
     let csr = key.csr_der(&identity).unwrap();
@@ -387,12 +431,14 @@ async fn ztunnel_gets_by_token_review_the_identities_of_the_pods_on_its_node() {
     assert!(reviews_before >= 1);
 
     // web-1 (ServiceAccount web) runs on node-a; db-1 (db) on node-b.
-    ask_ca(controller.grpc, ZTUNNEL_TOKEN, "web").await.unwrap();
-    let denied = ask_ca(controller.grpc, ZTUNNEL_TOKEN, "db")
+    ask_ca(&controller.endpoint(), ZTUNNEL_TOKEN, "web")
+        .await
+        .unwrap();
+    let denied = ask_ca(&controller.endpoint(), ZTUNNEL_TOKEN, "db")
         .await
         .unwrap_err();
     assert!(denied.to_string().contains("PermissionDenied"), "{denied}");
-    let unknown = ask_ca(controller.grpc, "someone-elses-token", "web")
+    let unknown = ask_ca(&controller.endpoint(), "someone-elses-token", "web")
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("Unauthenticated"), "{unknown}");
@@ -565,4 +611,56 @@ async fn an_https_client_builds_with_the_workspace_tls_provider() {
     // the build, `run` would fail to make its client in a cluster; this fails first.
     let config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
     kube::Client::try_from(config).unwrap();
+}
+
+#[tokio::test]
+async fn the_roots_are_published_where_proxies_run_and_a_failure_is_retried() {
+    let (client, api) = MockApi::start(cluster);
+    api.queue(
+        Verb::Patch,
+        ROOTS_SHOP,
+        Reply::Json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            status(500, "InternalError", "etcd unavailable"),
+        ),
+    );
+    let roots_pem = "-----BEGIN CERTIFICATE-----\nroots\n-----END CERTIFICATE-----\n";
+    let publisher = RootPublisher::new(
+        client.clone(),
+        roots_pem.to_owned(),
+        ["ambit-system".to_owned(), "ambit-system".to_owned()],
+    );
+    let (translations, latest) = watch::channel(None);
+    let shutdown = Shutdown::without_signals(Duration::from_secs(1));
+    let task = tokio::spawn(
+        writers(client)
+            .with_roots(publisher)
+            .run(latest, shutdown.watch()),
+    );
+    translations.send_replace(Some(translation(&[gateway(1)])));
+
+    // ambit-system, shop (refused), then shop again on the retry.
+    let roots = api.wait_for(3, is_roots_apply).await;
+    let paths: Vec<&str> = roots.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, [ROOTS_AMBIT_SYSTEM, ROOTS_SHOP, ROOTS_SHOP]);
+    for request in &roots {
+        assert_eq!(request.body["kind"], "ConfigMap");
+        assert_eq!(request.body["data"]["root-cert.pem"], roots_pem);
+        assert_eq!(request.query["force"], "true");
+    }
+    // Published once per namespace: a later translation writes no ConfigMap again.
+    let writes_before = api.log().into_iter().filter(is_roots_apply).count();
+    translations.send_replace(Some(translation(&[gateway(2)])));
+    api.wait_for(1, |r| {
+        r.path == GATEWAY_STATUS && observed_generation(r) == &json!(2)
+    })
+    .await;
+    assert_eq!(
+        api.log().into_iter().filter(is_roots_apply).count(),
+        writes_before
+    );
+
+    shutdown.trigger().start();
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    api.assert_all_permitted();
 }

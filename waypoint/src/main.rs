@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::{ConfigClient, ConfigClientOptions, GrpcIssuer, ScopeKey};
+use ambit_api::{
+    ConfigClient, ConfigClientOptions, ControllerEndpoint, ControllerFlags, GrpcIssuer, ScopeKey,
+};
 use ambit_identity::{
     CaMaterial, CaOptions, CertHandle, CertStore, CertStoreOptions, CertificateAuthority, SpiffeId,
     TrustBundle,
@@ -31,8 +33,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "waypoint", about = "Ambit's L7 waypoint proxy")]
 struct Args {
-    /// The controller's gRPC address (`http://host:15012`): config and the certificate come
-    /// from it.
+    /// The controller's gRPC address (`https://host:15012`, with `--controller-ca-file`):
+    /// config and the certificate come from it.
     #[arg(
         long,
         conflicts_with = "config",
@@ -40,6 +42,8 @@ struct Args {
         requires_all = ["token_file", "gateway"]
     )]
     controller: Option<http::Uri>,
+    #[command(flatten)]
+    controller_tls: ControllerFlags,
     /// File holding the bearer token the controller authenticates this waypoint by (CA and
     /// config stream); read before each request and reconnect (projected tokens rotate).
     #[arg(long, requires = "controller")]
@@ -90,7 +94,7 @@ struct Args {
 /// Where config and the certificate come from.
 enum Source {
     Controller {
-        address: http::Uri,
+        address: ControllerEndpoint,
         token_file: PathBuf,
         gateway: GatewayName,
     },
@@ -220,9 +224,7 @@ async fn main() -> anyhow::Result<()> {
 fn source(args: &Args) -> anyhow::Result<Source> {
     Ok(match (&args.controller, &args.config) {
         (Some(address), None) => {
-            if address.scheme_str() != Some("http") || address.authority().is_none() {
-                bail!("--controller must be http://HOST:PORT, got {address}");
-            }
+            let address = args.controller_tls.endpoint(address)?;
             let (Some(token_file), Some(gateway)) = (&args.token_file, &args.gateway) else {
                 bail!("--controller needs --token-file and --gateway");
             };
@@ -233,7 +235,7 @@ fn source(args: &Args) -> anyhow::Result<Source> {
                 bail!("--gateway must be NAMESPACE/NAME, got {gateway:?}");
             }
             Source::Controller {
-                address: address.clone(),
+                address,
                 token_file: token_file.clone(),
                 gateway: GatewayName {
                     name: name.to_owned(),
@@ -292,7 +294,7 @@ async fn certificate(
             token_file,
             ..
         } => {
-            let issuer = GrpcIssuer::with_token_file(address.clone(), token_file);
+            let issuer = GrpcIssuer::with_token_file(address, token_file);
             let store = CertStore::new(Arc::new(issuer.clone()), CertStoreOptions::default());
             // The store retries with backoff; until it succeeds the waypoint stays not ready
             // and says why.

@@ -8,19 +8,21 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::server::{Caller, HostedIdentities, ScopeAccess, StaticTokens};
+use ambit_api::server::{
+    Caller, HostedIdentities, ScopeAccess, ServerTls, ServerTransport, StaticTokens,
+};
 use ambit_api::{CaServer, ConfigServer, ConfigServerOptions, MeshResource, ScopeKey, Snapshot};
 use ambit_hbone::{
     ByteCounters, ConnectRequest, InboundRequest, Pool, PoolConfig, Responder, Server,
     ServerConfig, Target,
 };
 use ambit_identity::tls::FixedCertificate;
-use ambit_identity::{CaOptions, CertificateAuthority, SpiffeId, TrustBundle};
+use ambit_identity::{CaOptions, CertificateAuthority, SpiffeId, TrustBundle, Validity};
 use ambit_model::{AuthorizationPolicy, Service, Workload};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -38,7 +40,10 @@ struct TestController {
     ca: CaServer,
     authority: Arc<CertificateAuthority>,
     bundle: TrustBundle,
-    uri: String,
+    /// `--controller` and its TLS flags, as the waypoint is given them.
+    args: Vec<String>,
+    /// The root file the waypoint trusts the controller by; removed on drop.
+    roots: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -64,20 +69,46 @@ impl TestController {
         )
         .with_authenticator(tokens, access);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
+        // TLS as the real controller serves it: a certificate of its CA for the address.
+        let serving = authority
+            .issue_server_certificate(
+                &[],
+                &[addr.ip()],
+                Validity::starting_now(Duration::from_secs(3600)),
+            )
+            .unwrap();
+        let tls = ServerTls::new(serving.chain, serving.key).unwrap();
+        let roots = std::env::temp_dir().join(format!(
+            "ambit-waypoint-test-root-{}-{}.pem",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::write(&roots, authority.root_pem()).unwrap();
+        let args = vec![
+            "--controller".to_owned(),
+            format!("https://{addr}"),
+            "--controller-ca-file".to_owned(),
+            roots.display().to_string(),
+        ];
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = ambit_api::server::serve(listener, Some(config.clone()), Some(ca.clone()), {
+        let served = ambit_api::server::serve(
+            listener,
+            ServerTransport::Tls(tls),
+            Some(config.clone()),
+            Some(ca.clone()),
             async {
                 let _ = stopped.await;
-            }
-        });
+            },
+        );
         let task = tokio::spawn(async move { served.await.unwrap() });
         Self {
             config,
             ca,
             authority,
             bundle,
-            uri,
+            args,
+            roots,
             stop: Some(stop),
             task,
         }
@@ -101,6 +132,7 @@ impl TestController {
 impl Drop for TestController {
     fn drop(&mut self) {
         self.task.abort();
+        let _ = std::fs::remove_file(&self.roots);
     }
 }
 
@@ -178,10 +210,11 @@ fn resources(pod_ip: Ipv4Addr, app_port: u16, deny: bool) -> Vec<MeshResource> {
 }
 
 /// Starts the binary on `ip` (15008, admin 15000, metrics 15020, readiness 15021).
-fn start_waypoint(controller_uri: &str, token_file: &Path, ip: Ipv4Addr, log: &Path) -> Child {
+fn start_waypoint(controller: &[String], token_file: &Path, ip: Ipv4Addr, log: &Path) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_waypoint"))
-        .args(["--controller", controller_uri, "--gateway", "test/waypoint"])
+        .args(controller)
+        .args(["--gateway", "test/waypoint"])
         .arg("--token-file")
         .arg(token_file)
         .args(["--identity", &id("waypoint").to_string()])
@@ -266,7 +299,7 @@ async fn config_and_certificate_from_the_controller_live_updates_and_last_config
     let dir = tempdir("ok");
     let token = dir.join("token");
     std::fs::write(&token, "token-waypoint\n").unwrap();
-    let _waypoint = start_waypoint(&controller.uri, &token, waypoint_ip, &dir.join("log"));
+    let _waypoint = start_waypoint(&controller.args, &token, waypoint_ip, &dir.join("log"));
     wait_readiness(waypoint_ip, StatusCode::OK).await;
     assert_eq!(controller.ca.stats().signed, 1, "certificate from the CA");
 
@@ -304,7 +337,7 @@ async fn a_rejected_token_keeps_the_waypoint_not_ready_and_says_why() {
     let dir = tempdir("bad-token");
     let token = dir.join("token");
     std::fs::write(&token, "not-a-token\n").unwrap();
-    let _waypoint = start_waypoint(&controller.uri, &token, waypoint_ip, &dir.join("log"));
+    let _waypoint = start_waypoint(&controller.args, &token, waypoint_ip, &dir.join("log"));
     wait_readiness(waypoint_ip, StatusCode::SERVICE_UNAVAILABLE).await;
     within(async {
         while controller.ca.stats().unauthenticated == 0 {
@@ -328,4 +361,26 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[tokio::test]
+async fn a_plaintext_controller_url_is_refused_at_start_naming_the_flags() {
+    let output = within(
+        Command::new(env!("CARGO_BIN_EXE_waypoint"))
+            .args(["--controller", "http://127.0.0.1:15012"])
+            .args(["--gateway", "test/waypoint", "--token-file", "/nonexistent"])
+            .args(["--identity", &id("waypoint").to_string()])
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--controller http://127.0.0.1:15012")
+            && stderr.contains("--controller-plaintext")
+            && stderr.contains("--controller-ca-file"),
+        "{stderr}"
+    );
 }

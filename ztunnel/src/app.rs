@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use ambit_api::{ConfigClient, ConfigClientOptions, GrpcIssuer, ScopeKey};
+use ambit_api::{ConfigClient, ConfigClientOptions, ControllerEndpoint, GrpcIssuer, ScopeKey};
 use ambit_policy::Authorizer;
 use ambit_runtime::{AdminServer, ControlRuntime, Ready, Shutdown, serve_metrics, serve_readiness};
 use ambit_state::{Snapshot, StateStore};
@@ -26,8 +26,8 @@ use crate::proxy::ProxyInputs;
 pub enum ConfigSource {
     /// The controller: config over its gRPC stream for this node, certificates from its CA.
     Controller {
-        /// `http://host:port` of the controller's gRPC server.
-        address: http::Uri,
+        /// The controller's gRPC server and how to secure the connection.
+        address: ControllerEndpoint,
         /// The bearer token the controller authenticates this node by (CA and config stream);
         /// read before each request and reconnect.
         token_file: PathBuf,
@@ -104,8 +104,8 @@ pub async fn run(options: Options, logging: LogHandle) -> Result<()> {
                 move || config_ready.done(),
             ));
             _config_client = Some(client);
-            info!(controller = %address, "config and certificates from the controller");
-            let issuer = GrpcIssuer::with_token_file(address.clone(), token_file);
+            info!(controller = %address.uri(), tls = address.is_tls(), "config and certificates from the controller");
+            let issuer = GrpcIssuer::with_token_file(address, token_file);
             (
                 state,
                 PodCertificates::from_controller(issuer, &options.trust_domain),

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ambit_api::ControllerFlags;
 use ambit_ztunnel::app::{ConfigSource, Options, run};
 use anyhow::bail;
 use clap::Parser;
@@ -12,8 +13,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "ztunnel", version)]
 struct Args {
-    /// The controller's gRPC address (`http://host:15012`): config and certificates come
-    /// from it.
+    /// The controller's gRPC address (`https://host:15012`, with `--controller-ca-file`):
+    /// config and certificates come from it.
     #[arg(
         long,
         conflicts_with = "config",
@@ -21,6 +22,8 @@ struct Args {
         requires = "token_file"
     )]
     controller: Option<http::Uri>,
+    #[command(flatten)]
+    controller_tls: ControllerFlags,
     /// File holding the bearer token the controller authenticates this node by, for the CA
     /// and the config stream (a projected service-account token, or a local bootstrap token);
     /// read before each request and reconnect.
@@ -74,15 +77,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let logging = ambit_telemetry::init_logging("info", args.log_json)?;
     let source = match (args.controller, args.token_file, args.config, args.ca_dir) {
-        (Some(address), Some(token_file), None, None) => {
-            if address.scheme_str() != Some("http") || address.authority().is_none() {
-                bail!("--controller must be http://HOST:PORT, got {address}");
-            }
-            ConfigSource::Controller {
-                address,
-                token_file,
-            }
-        }
+        (Some(address), Some(token_file), None, None) => ConfigSource::Controller {
+            address: args.controller_tls.endpoint(&address)?,
+            token_file,
+        },
         (None, None, Some(config), Some(ca_dir)) => ConfigSource::File { config, ca_dir },
         // clap's rules make every other combination unreachable; say so rather than guess.
         _ => bail!("give either --controller and --token-file, or --config and --ca-dir"),

@@ -9,9 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ambit_api::server::{Caller, HostedIdentities, ScopeAccess, StaticTokens};
+use ambit_api::server::{
+    Caller, HostedIdentities, ScopeAccess, ServerTls, ServerTransport, StaticTokens,
+};
 use ambit_api::{CaServer, ConfigServer, ConfigServerOptions, MeshResource, ScopeKey, Snapshot};
-use ambit_identity::{CaOptions, CertificateAuthority, SpiffeId};
+use ambit_identity::{CaOptions, CertificateAuthority, SpiffeId, Validity};
 use ambit_localnet::{Node, Pod};
 use ambit_model::{AuthorizationPolicy, Workload};
 use anyhow::{Context, Result, ensure};
@@ -23,16 +25,26 @@ use tokio::sync::oneshot;
 struct TestController {
     config: ConfigServer,
     ca: CaServer,
-    uri: String,
+    /// `--controller` and its TLS flags, as ztunnel is given them.
+    args: Vec<String>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestController {
-    /// Serves on `node`'s underlay address. Node `a` holds `demo/a`'s identity, node `b`
-    /// `demo/b`'s; each node's token is `token-<node>`.
-    fn start(node: &Node) -> Result<Self> {
+    /// Serves TLS on `node`'s underlay address, with a serving certificate for that address
+    /// from its CA, whose root it writes into `dir`. Node `a` holds `demo/a`'s identity, node
+    /// `b` `demo/b`'s; each node's token is `token-<node>`.
+    fn start(node: &Node, dir: &Path) -> Result<Self> {
         let authority = CertificateAuthority::generate("cluster.local", CaOptions::default())?;
+        let serving = authority.issue_server_certificate(
+            &[],
+            &[node.underlay_ip().into()],
+            Validity::starting_now(Duration::from_secs(3600)),
+        )?;
+        let tls = ServerTls::new(serving.chain, serving.key)?;
+        let roots = dir.join("controller-root.pem");
+        std::fs::write(&roots, authority.root_pem())?;
         let bundle = authority.trust_bundle()?;
         let tokens = Arc::new(StaticTokens::new());
         for name in ["a", "b"] {
@@ -56,13 +68,22 @@ impl TestController {
         let listener = node
             .netns()
             .bind_tcp(SocketAddr::from((node.underlay_ip(), 0)))?;
-        let uri = format!("http://{}", listener.local_addr()?);
+        let args = vec![
+            "--controller".to_owned(),
+            format!("https://{}", listener.local_addr()?),
+            "--controller-ca-file".to_owned(),
+            roots.display().to_string(),
+        ];
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = ambit_api::server::serve(listener, Some(config.clone()), Some(ca.clone()), {
+        let served = ambit_api::server::serve(
+            listener,
+            ServerTransport::Tls(tls),
+            Some(config.clone()),
+            Some(ca.clone()),
             async {
                 let _ = stopped.await;
-            }
-        });
+            },
+        );
         let task = tokio::spawn(async move {
             if let Err(err) = served.await {
                 eprintln!("test controller failed: {err}");
@@ -71,7 +92,7 @@ impl TestController {
         Ok(Self {
             config,
             ca,
-            uri,
+            args,
             stop: Some(stop),
             task,
         })
@@ -123,13 +144,15 @@ fn write_token(dir: &Path, node: &str, token: &str) -> Result<std::path::PathBuf
     Ok(path)
 }
 
-async fn start_pair(bed: &Bed, dir: &Path, uri: &str) -> Result<(Ztunnel, Ztunnel)> {
+async fn start_pair(bed: &Bed, dir: &Path, controller: &[String]) -> Result<(Ztunnel, Ztunnel)> {
     let node_a = bed.cluster.node("a").context("node a")?;
     let node_b = bed.cluster.node("b").context("node b")?;
-    let zt_a = start_ztunnel_with_controller(&node_a, dir, uri, &write_token(dir, "a", "token-a")?)
-        .await?;
-    let zt_b = start_ztunnel_with_controller(&node_b, dir, uri, &write_token(dir, "b", "token-b")?)
-        .await?;
+    let zt_a =
+        start_ztunnel_with_controller(&node_a, dir, controller, &write_token(dir, "a", "token-a")?)
+            .await?;
+    let zt_b =
+        start_ztunnel_with_controller(&node_b, dir, controller, &write_token(dir, "b", "token-b")?)
+            .await?;
     Ok((zt_a, zt_b))
 }
 
@@ -156,9 +179,9 @@ async fn config_and_certificates_from_the_controller_and_last_config_kept_withou
         let dir = std::env::temp_dir().join(format!("ambit-zt-ctl-{}", bed.cluster.prefix()));
         std::fs::create_dir_all(&dir)?;
         let node_a = bed.cluster.node("a").context("node a")?;
-        let controller = TestController::start(&node_a)?;
+        let controller = TestController::start(&node_a, &dir)?;
         controller.publish(&[workload(&bed.a, "uid-a")?, workload(&bed.b, "uid-b")?])?;
-        let (zt_a, zt_b) = start_pair(&bed, &dir, &controller.uri).await?;
+        let (zt_a, zt_b) = start_pair(&bed, &dir, &controller.args).await?;
         enroll(&zt_a, &bed.a, "uid-a").await?;
         enroll(&zt_b, &bed.b, "uid-b").await?;
         ensure!(
@@ -218,11 +241,11 @@ async fn a_rejected_token_leaves_the_pod_unenrolled_and_ztunnel_not_ready() -> R
         let dir = std::env::temp_dir().join(format!("ambit-zt-ctl-tok-{}", bed.cluster.prefix()));
         std::fs::create_dir_all(&dir)?;
         let node_a = bed.cluster.node("a").context("node a")?;
-        let controller = TestController::start(&node_a)?;
+        let controller = TestController::start(&node_a, &dir)?;
         controller.publish(&[workload(&bed.a, "uid-a")?])?;
         let token_file = write_token(&dir, "a", "not-a-token")?;
         let zt_a =
-            start_ztunnel_with_controller(&node_a, &dir, &controller.uri, &token_file).await?;
+            start_ztunnel_with_controller(&node_a, &dir, &controller.args, &token_file).await?;
 
         let refused = enroll(&zt_a, &bed.a, "uid-a").await;
         let message = format!("{:#}", refused.err().context("enrollment must fail")?);

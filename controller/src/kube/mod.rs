@@ -7,6 +7,8 @@
 //!   by server-side apply, and the Gateway's status.
 //! - [`StatusWriter`]: the `istio.io/WaypointBound` condition of Services and the parent
 //!   status of HTTPRoutes and GRPCRoutes.
+//! - [`RootPublisher`]: the mesh roots as ConfigMap `ambit-ca-root-cert` where ztunnel and
+//!   waypoints run, for them to verify the controller's gRPC certificate.
 //! - [`TokenReviewAuthenticator`] and [`PodIdentities`]: who may ask the CA for what.
 //! - [`API_PERMISSIONS`]: exactly the API calls all of the above make, as RBAC rules.
 //! - [`KubeWriters`] and [`TrackIdentities`]: how the binary runs the deployer and status
@@ -20,6 +22,7 @@ mod auth;
 mod convert;
 mod deployer;
 mod permissions;
+mod roots;
 mod source;
 mod status;
 mod sync;
@@ -32,6 +35,9 @@ pub use deployer::{
 pub use permissions::{
     API_PERMISSIONS, ApiPermission, OPTIONAL_WAYPOINT_PERMISSIONS, RequiredPermission,
     UnknownRequest, is_permitted, required_permissions,
+};
+pub use roots::{
+    ROOT_CONFIGMAP, ROOT_CONFIGMAP_KEY, RootPublishError, RootPublisher, root_configmap,
 };
 pub use source::{KubeSource, KubeSourceConfig};
 pub use status::{

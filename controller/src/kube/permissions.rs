@@ -43,8 +43,8 @@ const WATCHED: &[&str] = &["list", "watch"];
 const APPLIED: &[&str] = &["create", "patch"];
 const STATUS: &[&str] = &["patch"];
 
-/// Exactly what the controller calls: the source's watches, the waypoint deployer's applies,
-/// the status writers' patches and the CA's token reviews and pod lookups.
+/// Exactly what the controller calls: the source's watches, the waypoint deployer's and the
+/// roots publisher's applies, the status writers' patches and the CA's token reviews and pod lookups.
 pub const API_PERMISSIONS: &[ApiPermission] = &[
     // Source (watchers).
     perm("", "namespaces", WATCHED),
@@ -65,6 +65,8 @@ pub const API_PERMISSIONS: &[ApiPermission] = &[
     // Waypoint deployer.
     perm("apps", "deployments", APPLIED),
     perm("gateway.networking.k8s.io", "gateways/status", STATUS),
+    // Roots publisher (the roots ConfigMap, by server-side apply).
+    perm("", "configmaps", APPLIED),
     // Status writers.
     perm("", "services/status", STATUS),
     perm("gateway.networking.k8s.io", "httproutes/status", STATUS),

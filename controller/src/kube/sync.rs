@@ -1,6 +1,6 @@
-//! Kubernetes mode's work beside the config push: after each translation, deploy waypoints and
-//! write statuses ([`KubeWriters`]), and keep the CA's [`PodIdentities`] current
-//! ([`TrackIdentities`]).
+//! Kubernetes mode's work beside the config push: after each translation, publish the mesh
+//! roots where proxies need them, deploy waypoints and write statuses ([`KubeWriters`]), and
+//! keep the CA's [`PodIdentities`] current ([`TrackIdentities`]).
 //!
 //! The writers run in their own task and read the pipeline's translations from a watch channel,
 //! which holds only the latest: a slow API server never delays a config push, and rounds that
@@ -11,7 +11,7 @@ use std::time::Duration;
 use ambit_runtime::DrainWatch;
 use tokio::sync::watch;
 
-use super::{PodIdentities, StatusWriter, WaypointDeployer};
+use super::{PodIdentities, RootPublisher, StatusWriter, WaypointDeployer};
 use crate::metrics::ControllerMetrics;
 use crate::pipeline::Translation;
 use crate::source::{Snapshot, Source};
@@ -21,9 +21,11 @@ use crate::source::{Snapshot, Source};
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// The waypoint deployer and the status writer, fed by the pipeline's translations.
+/// The roots publisher, the waypoint deployer and the status writer, fed by the pipeline's
+/// translations.
 #[derive(Debug)]
 pub struct KubeWriters {
+    roots: Option<RootPublisher>,
     deployer: WaypointDeployer,
     status: StatusWriter,
     metrics: Option<ControllerMetrics>,
@@ -34,6 +36,8 @@ pub struct KubeWriters {
 /// What one sync could not do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SyncFailures {
+    /// Namespaces the roots ConfigMap was not written to.
+    pub roots: usize,
     /// Waypoints not (fully) deployed.
     pub deploy: usize,
     /// Statuses not written.
@@ -42,7 +46,7 @@ pub struct SyncFailures {
 
 impl SyncFailures {
     fn any(&self) -> bool {
-        self.deploy + self.status > 0
+        self.roots + self.deploy + self.status > 0
     }
 }
 
@@ -50,12 +54,20 @@ impl KubeWriters {
     /// Writers over `deployer` and `status`.
     pub fn new(deployer: WaypointDeployer, status: StatusWriter) -> Self {
         Self {
+            roots: None,
             deployer,
             status,
             metrics: None,
             retry_min: RETRY_MIN,
             retry_max: RETRY_MAX,
         }
+    }
+
+    /// Also publishes the mesh roots (before deploying waypoints, so their pods find the
+    /// ConfigMap they mount).
+    pub fn with_roots(mut self, roots: RootPublisher) -> Self {
+        self.roots = Some(roots);
+        self
     }
 
     /// Counts syncs and failures into `metrics`.
@@ -75,7 +87,11 @@ impl KubeWriters {
     /// counted and returned; the deployer and writer retry them on the next call.
     pub async fn sync(&self, translation: &Translation) -> SyncFailures {
         let resources = &translation.snapshot.resources;
-        // The deployer logs each of its failures itself.
+        // Each writer logs its failures itself.
+        let roots = match &self.roots {
+            Some(roots) => roots.sync(resources).await.len(),
+            None => 0,
+        };
         let deploy = self.deployer.sync(resources).await.len();
         let status_errors = self
             .status
@@ -85,6 +101,7 @@ impl KubeWriters {
             tracing::warn!(error = %err, "status not written");
         }
         let failures = SyncFailures {
+            roots,
             deploy,
             status: status_errors.len(),
         };
@@ -125,6 +142,7 @@ impl KubeWriters {
             retry = if failures.any() {
                 let delay = retry.map_or(self.retry_min, |d| (d * 2).min(self.retry_max));
                 tracing::info!(
+                    root_failures = failures.roots,
                     deploy_failures = failures.deploy,
                     status_failures = failures.status,
                     retry_in_ms = delay.as_millis() as u64,

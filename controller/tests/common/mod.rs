@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ambit_api::{ConfigClient, ConfigClientOptions, ScopeKey};
+use ambit_api::{ConfigClient, ConfigClientOptions, ControllerEndpoint, ScopeKey};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -29,6 +29,8 @@ pub struct Controller {
     child: Child,
     pub addrs: Addrs,
     log: PathBuf,
+    /// The root the gRPC serving certificate chains to.
+    roots: PathBuf,
 }
 
 /// What `--ready-file` says.
@@ -95,7 +97,7 @@ impl Controller {
             .arg(dirs.state())
             .arg("--ready-file")
             .arg(&ready_file)
-            .args(["--grpc-addr", grpc])
+            .args(["--grpc-addr", grpc, "--grpc-ip-san", "127.0.0.1"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(["--readiness-addr", "127.0.0.1:0"])
             .args(["--debounce-ms", "50", "--log-json"])
@@ -125,13 +127,29 @@ impl Controller {
         })
         .await
         .expect("controller did not write its ready file");
-        let controller = Self { child, addrs, log };
+        let roots = match extra.iter().position(|arg| *arg == "--ca-dir") {
+            Some(index) => PathBuf::from(extra[index + 1]),
+            None => dirs.state().join("ca"),
+        }
+        .join("root-cert.pem");
+        let controller = Self {
+            child,
+            addrs,
+            log,
+            roots,
+        };
         controller.wait_ready().await;
         controller
     }
 
-    pub fn uri(&self) -> http::Uri {
-        format!("http://{}", self.addrs.grpc).parse().unwrap()
+    /// The gRPC port as the proxies reach it: TLS, trusting the controller's root.
+    pub fn endpoint(&self) -> ControllerEndpoint {
+        ControllerEndpoint::tls(
+            format!("https://{}", self.addrs.grpc).parse().unwrap(),
+            &self.roots,
+            None,
+        )
+        .unwrap()
     }
 
     /// Waits for `/healthz/ready` to answer 200.
@@ -235,7 +253,7 @@ pub fn node_client(controller: &Controller, index: usize) -> ConfigClient {
 /// A config client for `scope` presenting `token`.
 pub fn client_with_token(controller: &Controller, scope: ScopeKey, token: &str) -> ConfigClient {
     ConfigClient::start(
-        controller.uri(),
+        controller.endpoint(),
         scope.clone(),
         ConfigClientOptions::new(format!("test/{scope}"))
             .with_backoff(Duration::from_millis(50), Duration::from_millis(200))

@@ -42,7 +42,13 @@
 //! and an optional TTL, authenticated by `authorization: Bearer <token>`; it answers with the
 //! chain (one PEM per certificate, leaf first) and the trust bundle.
 //!
-//! The transport is plaintext HTTP/2 for now; TLS to the controller is not implemented yet.
+//! # Transport
+//!
+//! TLS 1.3 with ALPN `h2`. The server ([`server::serve`] with [`server::ServerTransport::Tls`])
+//! presents a [`server::ServerTls`] certificate that can be replaced while it serves (the
+//! controller renews its own at half life). Clients reach it through a [`ControllerEndpoint`]
+//! (from the proxies' [`ControllerFlags`]): the roots file is re-read on every connect and the
+//! server name defaults to the URL's host. Plaintext exists on both sides for tests only.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -52,7 +58,9 @@ pub mod scope;
 pub mod server;
 pub mod snapshot;
 
-pub use client::{ConfigClient, ConfigClientOptions, ConfigView, GrpcIssuer};
+pub use client::{
+    ConfigClient, ConfigClientOptions, ConfigView, ControllerEndpoint, ControllerFlags, GrpcIssuer,
+};
 pub use resource::{MeshResource, ResourceError, ResourceKey, ResourceKind};
 pub use scope::ScopeKey;
 pub use server::{CaServer, ConfigServer, ConfigServerOptions};

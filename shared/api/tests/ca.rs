@@ -9,10 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ambit_api::GrpcIssuer;
 use ambit_api::proto::certificate_service_client::CertificateServiceClient;
 use ambit_api::proto::{CreateCertificateRequest, CreateCertificateResponse};
 use ambit_api::server::{CaServer, Caller, HostedIdentities, StaticTokens};
+use ambit_api::{ControllerEndpoint, GrpcIssuer};
 use ambit_identity::cert::certificates_from_pem;
 use ambit_identity::{
     CaOptions, CertStore, CertStoreOptions, CertificateAuthority, CertificateIssuer, SpiffeId,
@@ -199,7 +199,7 @@ async fn csr_for_another_identity_is_invalid() {
 #[tokio::test]
 async fn grpc_issuer_feeds_a_cert_store() {
     let fixture = start(authority()).await;
-    let issuer = Arc::new(GrpcIssuer::new(fixture.server.uri(), "token-a").unwrap());
+    let issuer = Arc::new(GrpcIssuer::new(&fixture.server.endpoint(), "token-a").unwrap());
     let store = CertStore::new(issuer.clone(), CertStoreOptions::default());
     let cert = tokio::time::timeout(WAIT, store.certificate(&id("web")))
         .await
@@ -225,8 +225,9 @@ async fn unreachable_ca_is_unavailable_not_refused() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let uri = format!("http://{addr}").parse().unwrap();
-    let issuer = GrpcIssuer::new(uri, "token-a").unwrap();
+    let endpoint =
+        ControllerEndpoint::plaintext(format!("http://{addr}").parse().unwrap()).unwrap();
+    let issuer = GrpcIssuer::new(&endpoint, "token-a").unwrap();
     let key = WorkloadKey::generate().unwrap();
     let err = tokio::time::timeout(
         WAIT,

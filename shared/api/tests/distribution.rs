@@ -28,7 +28,7 @@ fn fast_server() -> ConfigServer {
 
 fn client(server: &TestServer, scope: ScopeKey, id: &str) -> ConfigClient {
     ConfigClient::start(
-        server.uri(),
+        server.endpoint(),
         scope,
         ConfigClientOptions::new(id)
             .with_backoff(Duration::from_millis(20), Duration::from_millis(200)),
@@ -625,7 +625,7 @@ async fn the_client_rereads_its_token_file_on_reconnect() {
     // Another node's token first: refused, the client keeps retrying.
     std::fs::write(&token_file, format!("{NODE_B_TOKEN}\n")).unwrap();
     let client = ConfigClient::start(
-        server.uri(),
+        server.endpoint(),
         node.clone(),
         ConfigClientOptions::new("ztunnel/node-a")
             .with_backoff(Duration::from_millis(20), Duration::from_millis(100))

@@ -5,13 +5,16 @@
 //! intermediate (the layout of Istio's `cacerts` secret).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SerialNumber,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 use time::OffsetDateTime;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -54,6 +57,10 @@ enum Reason {
     BadTtl { ttl: Duration, max: Duration },
     #[error("validity window ends before it starts")]
     BadValidity,
+    #[error("a server certificate needs at least one DNS name or IP address")]
+    NoServerName,
+    #[error("{0:?} is not a valid DNS name")]
+    BadServerName(String),
     #[error("CA material is unusable: {0}")]
     Material(String),
     #[error(transparent)]
@@ -407,6 +414,72 @@ impl CertificateAuthority {
             chain,
             key.private_key_der(),
         )?)
+    }
+}
+
+/// A TLS server certificate the CA issued for itself (the controller's gRPC port): DNS and IP
+/// names instead of a SPIFFE ID, and a key made in-process.
+pub struct ServerCertificate {
+    /// The leaf, then any intermediates (what the server presents).
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key (PKCS#8).
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for ServerCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the key.
+        f.debug_struct("ServerCertificate")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertificateAuthority {
+    /// Makes a key and a server certificate (`serverAuth` only) for `dns_names` and `ips`,
+    /// valid for `validity`; returns the chain to present and the key.
+    pub fn issue_server_certificate(
+        &self,
+        dns_names: &[String],
+        ips: &[IpAddr],
+        validity: Validity,
+    ) -> Result<ServerCertificate, CaError> {
+        if dns_names.is_empty() && ips.is_empty() {
+            return Err(Reason::NoServerName.into());
+        }
+        if validity.not_after <= validity.not_before {
+            return Err(Reason::BadValidity.into());
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::OrganizationName, self.trust_domain.as_str());
+        if let Some(first) = dns_names.first() {
+            name.push(DnType::CommonName, first.as_str());
+        }
+        params.distinguished_name = name;
+        let mut sans = Vec::with_capacity(dns_names.len() + ips.len());
+        for dns in dns_names {
+            let ia5 = rcgen::string::Ia5String::try_from(dns.as_str())
+                .map_err(|_| Reason::BadServerName(dns.clone()))?;
+            sans.push(SanType::DnsName(ia5));
+        }
+        sans.extend(ips.iter().copied().map(SanType::IpAddress));
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, validity);
+        let leaf = params.signed_by(&key, &self.signer)?.der().clone();
+        let mut chain = Vec::with_capacity(1 + self.intermediates.len());
+        chain.push(leaf);
+        chain.extend(self.intermediates.iter().cloned());
+        Ok(ServerCertificate {
+            chain,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
     }
 }
 

@@ -24,7 +24,7 @@ pub mod spiffe;
 pub mod store;
 pub mod tls;
 
-pub use ca::{CaError, CaMaterial, CaOptions, CertificateAuthority, Validity};
+pub use ca::{CaError, CaMaterial, CaOptions, CertificateAuthority, ServerCertificate, Validity};
 pub use cert::{CertificateError, TrustBundle, WorkloadCertificate, WorkloadKey};
 pub use issuer::{CertificateIssuer, IssueError, IssueFuture};
 pub use spiffe::{DEFAULT_TRUST_DOMAIN, SpiffeId, SpiffeIdError};

@@ -163,6 +163,30 @@ fn the_waypoint_template_renders_typed_objects_that_select_the_gateway_pods() {
     assert_eq!(pod.service_account_name.as_deref(), Some("waypoint"));
     let args = pod.containers[0].args.clone().unwrap();
     assert!(args.contains(&"--identity=spiffe://cluster.local/ns/shop/sa/waypoint".to_owned()));
+    // TLS to the controller, trusting the roots ConfigMap the controller publishes in the
+    // waypoint's namespace.
+    assert!(
+        args.contains(&"--controller=https://ambit-controller.ambit-system.svc:15012".to_owned())
+    );
+    assert!(args.contains(&"--controller-ca-file=/var/run/ambit/ca/root-cert.pem".to_owned()));
+    let mount = pod.containers[0]
+        .volume_mounts
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/var/run/ambit/ca")
+        .unwrap();
+    let volume = pod
+        .volumes
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(
+        volume.config_map.as_ref().unwrap().name,
+        ambit_controller::kube::ROOT_CONFIGMAP
+    );
 }
 
 fn waypoint_args(values_yaml: &str) -> Vec<String> {
@@ -219,6 +243,24 @@ fn controller_args(manifests: &[ambit_install::Manifest]) -> Vec<String> {
     let deployment: Deployment = strict(find(manifests, "Deployment", "ambit-controller")).unwrap();
     let pod = deployment.spec.unwrap().template.spec.unwrap();
     pod.containers[0].args.clone().unwrap()
+}
+
+#[test]
+fn the_grpc_certificate_names_the_service_proxies_dial() {
+    let default = render("ambit-controller", &[]).unwrap();
+    let names: Vec<String> = controller_args(&default)
+        .into_iter()
+        .filter(|a| a.starts_with("--grpc-dns-name=") || a.starts_with("--grpc-plaintext"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "--grpc-dns-name=ambit-controller.ambit-system.svc",
+            "--grpc-dns-name=ambit-controller.ambit-system.svc.cluster.local"
+        ]
+    );
+    let extra = render_with("ambit-controller", "extraGrpcDnsNames: [ctl.example.com]").unwrap();
+    assert!(controller_args(&extra).contains(&"--grpc-dns-name=ctl.example.com".to_owned()));
 }
 
 #[test]

@@ -121,8 +121,55 @@ fn the_installer_chains_the_plugin_to_the_agent_socket_ztunnel_does_not_use() {
     assert!(ztunnel_args.contains(&"--node-agent-socket=/var/run/ambit/ztunnel.sock".to_owned()));
     assert!(
         ztunnel_args
-            .contains(&"--controller=http://ambit-controller.ambit-system.svc:15012".to_owned())
+            .contains(&"--controller=https://ambit-controller.ambit-system.svc:15012".to_owned())
     );
+}
+
+#[test]
+fn ztunnel_verifies_the_controller_by_the_roots_configmap_it_publishes() {
+    let manifests = render("ambit-ztunnel", &[]).unwrap();
+    let ztunnel_pod = pod(&manifests, "ztunnel");
+    let ztunnel = container(&ztunnel_pod, "ztunnel");
+    let args = ztunnel.args.clone().unwrap();
+    assert!(args.contains(&"--controller-ca-file=/var/run/ambit/ca/root-cert.pem".to_owned()));
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--controller-server-name"))
+    );
+    assert!(!args.iter().any(|a| a == "--controller-plaintext"));
+    let mount = ztunnel
+        .volume_mounts
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|m| m.mount_path == "/var/run/ambit/ca")
+        .unwrap();
+    let volume = ztunnel_pod
+        .volumes
+        .as_deref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    // The controller's names for it, so the two cannot drift apart.
+    assert_eq!(
+        volume.config_map.as_ref().unwrap().name,
+        ambit_controller::kube::ROOT_CONFIGMAP
+    );
+    assert_eq!(ambit_controller::kube::ROOT_CONFIGMAP_KEY, "root-cert.pem");
+
+    let named = render_with(
+        "ambit-ztunnel",
+        "controller: {address: 10.0.0.9:15012, serverName: ambit-controller.mesh.svc}",
+    )
+    .unwrap();
+    let args = container(&pod(&named, "ztunnel"), "ztunnel")
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--controller=https://10.0.0.9:15012".to_owned()));
+    assert!(args.contains(&"--controller-server-name=ambit-controller.mesh.svc".to_owned()));
 }
 
 #[test]

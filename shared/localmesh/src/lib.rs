@@ -279,6 +279,26 @@ impl LocalMesh {
         SocketAddr::from((self.cluster.underlay_gateway(), CONTROLLER_GRPC_PORT))
     }
 
+    /// The root the controller's CA generated (in its state folder), which its gRPC serving
+    /// certificate chains to; proxies trust the controller by it.
+    pub fn controller_root_file(&self) -> PathBuf {
+        self.options
+            .state_dir
+            .join("controller")
+            .join("ca")
+            .join("root-cert.pem")
+    }
+
+    /// `--controller` and its TLS flags, as every proxy the runtime starts is given them.
+    fn controller_args(&self) -> [std::ffi::OsString; 4] {
+        [
+            "--controller".into(),
+            format!("https://{}", self.controller_addr()).into(),
+            "--controller-ca-file".into(),
+            self.controller_root_file().into(),
+        ]
+    }
+
     /// The netns cluster (nodes and pods).
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
@@ -761,8 +781,7 @@ impl LocalMesh {
             .join(format!("waypoint-{}-{}.log", slot.0, slot.1));
         let mut command = netns.command(self.options.bin_dir.join("waypoint"));
         command
-            .arg("--controller")
-            .arg(format!("http://{}", self.controller_addr()))
+            .args(self.controller_args())
             .arg("--token-file")
             .arg(&token_file)
             .arg("--gateway")
@@ -827,6 +846,9 @@ impl LocalMesh {
             .arg(dir.join("tokens.yaml"))
             .arg("--grpc-addr")
             .arg(self.controller_addr().to_string())
+            // Proxies reach it by IP: the serving certificate names that IP.
+            .arg("--grpc-ip-san")
+            .arg(self.controller_addr().ip().to_string())
             .arg("--trust-domain")
             .arg(&self.options.trust_domain);
         let log = dir.join("logs").join("controller.log");
@@ -870,8 +892,7 @@ impl LocalMesh {
         let socket = self.agent_socket(node);
         let mut command = netns.command(self.options.bin_dir.join("ztunnel"));
         command
-            .arg("--controller")
-            .arg(format!("http://{}", self.controller_addr()))
+            .args(self.controller_args())
             .arg("--token-file")
             .arg(self.token_path(&format!("node-{node}")))
             .arg("--node")

@@ -98,20 +98,17 @@ pub(crate) async fn start_ztunnel_with(
     spawn_ztunnel(node, dir, log_level, source, extra).await
 }
 
-/// Starts ztunnel in `node`'s namespace taking config and certificates from the controller at
-/// `controller` (`http://host:port`), authenticated by the token in `token_file`.
+/// Starts ztunnel in `node`'s namespace taking config and certificates from the controller
+/// that `controller` names (`--controller URL` and its TLS flags), authenticated by the token
+/// in `token_file`.
 pub(crate) async fn start_ztunnel_with_controller(
     node: &Node,
     dir: &Path,
-    controller: &str,
+    controller: &[String],
     token_file: &Path,
 ) -> Result<Ztunnel> {
-    let source = vec![
-        "--controller".into(),
-        controller.into(),
-        "--token-file".into(),
-        token_file.as_os_str().to_owned(),
-    ];
+    let mut source: Vec<std::ffi::OsString> = controller.iter().map(Into::into).collect();
+    source.extend(["--token-file".into(), token_file.as_os_str().to_owned()]);
     spawn_ztunnel(node, dir, "debug", source, &[]).await
 }
 

@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
+use super::endpoint::{ControllerEndpoint, error_chain};
 use super::token::{InvalidToken, TokenFileError, TokenSource};
 use super::view::ConfigView;
 use crate::proto::config_distribution_client::ConfigDistributionClient;
@@ -63,7 +64,7 @@ pub struct ClientStats {
 /// Why one subscription ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect: {}", error_chain(.0))]
     Connect(#[from] tonic::transport::Error),
     #[error("stream failed: {0}")]
     Stream(#[from] tonic::Status),
@@ -136,6 +137,7 @@ impl Reassembly {
 }
 
 struct Task {
+    controller: ControllerEndpoint,
     endpoint: Endpoint,
     scope: ScopeKey,
     options: ConfigClientOptions,
@@ -188,10 +190,15 @@ impl ConfigClientOptions {
 }
 
 impl ConfigClient {
-    /// Starts syncing `scope` from the controller at `uri` (`http://host:port`). Must be called
-    /// inside a tokio runtime. The config starts empty and unsynced.
-    pub fn start(uri: http::Uri, scope: ScopeKey, options: ConfigClientOptions) -> Self {
-        let endpoint = Endpoint::from(uri)
+    /// Starts syncing `scope` from `controller`. Must be called inside a tokio runtime. The
+    /// config starts empty and unsynced.
+    pub fn start(
+        controller: ControllerEndpoint,
+        scope: ScopeKey,
+        options: ConfigClientOptions,
+    ) -> Self {
+        let endpoint = controller
+            .tonic_endpoint()
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             // Notice a vanished controller within seconds even when no updates flow.
@@ -201,6 +208,7 @@ impl ConfigClient {
         let (config, config_rx) = watch::channel(Arc::new(ConfigView::default()));
         let (stats, stats_rx) = watch::channel(ClientStats::default());
         let task = Task {
+            controller,
             endpoint,
             scope,
             options,
@@ -268,7 +276,7 @@ impl Task {
             Some(token) => Some(token.authorization().await?),
             None => None,
         };
-        let channel: Channel = self.endpoint.connect().await?;
+        let channel: Channel = self.controller.connect(&self.endpoint).await?;
         let mut client = ConfigDistributionClient::new(channel);
         let (requests, receiver) = mpsc::channel(4);
         let serving_version = self

@@ -10,8 +10,9 @@ use ambit_identity::{CertificateIssuer, IssueError, IssueFuture, SpiffeId};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
 use tonic::Code;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use super::endpoint::ControllerEndpoint;
 use super::token::{InvalidToken, TokenSource};
 use crate::proto::CreateCertificateRequest;
 use crate::proto::certificate_service_client::CertificateServiceClient;
@@ -36,24 +37,28 @@ pub struct IssuedCertificate {
 }
 
 impl GrpcIssuer {
-    /// An issuer for the CA at `uri` (`http://host:port`) sending `token`. Connects lazily (and
-    /// reconnects) on use; must be called inside a tokio runtime.
-    pub fn new(uri: http::Uri, token: &str) -> Result<Self, InvalidToken> {
-        Ok(Self::with_token_source(uri, TokenSource::fixed(token)?))
+    /// An issuer for the CA at `controller` sending `token`. Connects lazily (and reconnects)
+    /// on use; must be called inside a tokio runtime.
+    pub fn new(controller: &ControllerEndpoint, token: &str) -> Result<Self, InvalidToken> {
+        Ok(Self::with_token_source(
+            controller,
+            TokenSource::fixed(token)?,
+        ))
     }
 
-    /// An issuer for the CA at `uri` that reads its token from `path` before every request, so
+    /// An issuer for the CA at `controller` that reads its token from `path` before every request, so
     /// a rotated token (a projected service-account token, a renewed bootstrap token) is used
     /// without a restart. A missing, empty or unusable file fails that request as refused.
-    pub fn with_token_file(uri: http::Uri, path: impl Into<PathBuf>) -> Self {
-        Self::with_token_source(uri, TokenSource::File(path.into()))
+    pub fn with_token_file(controller: &ControllerEndpoint, path: impl Into<PathBuf>) -> Self {
+        Self::with_token_source(controller, TokenSource::File(path.into()))
     }
 
-    fn with_token_source(uri: http::Uri, token: TokenSource) -> Self {
-        let channel = Endpoint::from(uri)
+    fn with_token_source(controller: &ControllerEndpoint, token: TokenSource) -> Self {
+        let endpoint = controller
+            .tonic_endpoint()
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .connect_lazy();
+            .timeout(Duration::from_secs(30));
+        let channel = controller.connect_lazy(&endpoint);
         Self {
             client: CertificateServiceClient::new(channel),
             token,

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ambit_api::server::{self, CaServer};
-use ambit_api::{ConfigServer, MeshResource, Snapshot};
+use ambit_api::server::{self, CaServer, ServerTransport};
+use ambit_api::{ConfigServer, ControllerEndpoint, MeshResource, Snapshot};
 use ambit_model::{Service, ServiceSpec, Workload, WorkloadSpec};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -39,7 +39,7 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            server::serve(listener, config, ca, async {
+            server::serve(listener, ServerTransport::Plaintext, config, ca, async {
                 let _ = signal.await;
             })
             .await
@@ -54,6 +54,11 @@ impl TestServer {
 
     pub fn uri(&self) -> http::Uri {
         format!("http://{}", self.addr).parse().unwrap()
+    }
+
+    /// The plaintext endpoint of [`uri`](Self::uri), for the proxies' clients.
+    pub fn endpoint(&self) -> ControllerEndpoint {
+        ControllerEndpoint::plaintext(self.uri()).unwrap()
     }
 
     /// Graceful shutdown; returns once the server has stopped.
