@@ -316,24 +316,7 @@ async fn stalled_subscription(
     tonic::Streaming<proto::ConfigUpdate>,
     mpsc::Sender<proto::SubscribeRequest>,
 ) {
-    let mut raw = ConfigDistributionClient::connect(server.uri().to_string())
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(proto::SubscribeRequest {
-        message: Some(subscribe_request::Message::Subscribe(proto::Subscribe {
-            scope: Some(proto::Scope {
-                kind: Some(proto::scope::Kind::Node(scope.to_owned())),
-            }),
-            client: None,
-        })),
-    })
-    .await
-    .unwrap();
-    let outbound =
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
-    let response = raw.subscribe(outbound).await.unwrap().into_inner();
-    (response, tx)
+    raw_subscription(server, scope, None).await
 }
 
 #[tokio::test]
@@ -708,11 +691,11 @@ async fn a_waypoint_subscribing_before_its_gateway_is_known_waits_for_the_first_
     assert_eq!(config.stats().denied, 0);
 }
 
-/// A raw subscription declaring whether it reassembles parts; it reads but never ACKs.
+/// A raw subscription of a node scope, sending `client` as its ClientInfo; it never ACKs.
 async fn raw_subscription(
     server: &TestServer,
     scope: &str,
-    accepts_parts: bool,
+    client: Option<proto::ClientInfo>,
 ) -> (
     tonic::Streaming<proto::ConfigUpdate>,
     mpsc::Sender<proto::SubscribeRequest>,
@@ -728,11 +711,7 @@ async fn raw_subscription(
             scope: Some(proto::Scope {
                 kind: Some(proto::scope::Kind::Node(scope.to_owned())),
             }),
-            client: Some(proto::ClientInfo {
-                id: format!("raw-{accepts_parts}"),
-                accepts_parts,
-                ..Default::default()
-            }),
+            client,
         })),
     })
     .await
@@ -741,6 +720,14 @@ async fn raw_subscription(
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     let response = raw.subscribe(outbound).await.unwrap().into_inner();
     (response, tx)
+}
+
+fn client_info(accepts_parts: bool) -> Option<proto::ClientInfo> {
+    Some(proto::ClientInfo {
+        id: format!("raw-{accepts_parts}"),
+        accepts_parts,
+        ..Default::default()
+    })
 }
 
 /// A node scope of `count` workloads, about 300 bytes each.
@@ -763,7 +750,7 @@ async fn a_large_push_goes_in_parts_to_clients_that_accept_them() {
     let count = 20_000;
     let version = config.publish(node.clone(), many_workloads(count));
 
-    let (mut parts, _requests) = raw_subscription(&server, "node-a", true).await;
+    let (mut parts, _requests) = raw_subscription(&server, "node-a", client_info(true)).await;
     let mut received = Vec::new();
     let mut messages = 0;
     loop {
@@ -790,7 +777,7 @@ async fn a_large_push_goes_in_parts_to_clients_that_accept_them() {
     assert!(messages > 16, "{messages} messages for {count} workloads");
 
     // A client that does not reassemble gets the push whole.
-    let (mut whole, _requests) = raw_subscription(&server, "node-a", false).await;
+    let (mut whole, _requests) = raw_subscription(&server, "node-a", client_info(false)).await;
     let update = tokio::time::timeout(WAIT, whole.message())
         .await
         .unwrap()
