@@ -32,7 +32,7 @@ use crate::ca::{CaOrigin, load_or_generate};
 use crate::kube::{
     AuthSettings, DEFAULT_CONTROLLER_NAME, KubeSource, KubeSourceConfig, KubeWriters,
     PodIdentities, RootPublisher, StatusWriter, TokenReviewAuthenticator, TrackIdentities,
-    WaypointDeployer, WaypointSettings, WaypointTemplate,
+    WaypointDeployer, WaypointTemplate,
 };
 use crate::local::FolderSource;
 use crate::metrics::ControllerMetrics;
@@ -75,10 +75,12 @@ pub struct Args {
     /// config distribution accept no caller.
     #[arg(long, conflicts_with = "kube")]
     pub node_tokens: Option<PathBuf>,
-    /// Kubernetes mode: the waypoint object templates (`serviceaccount.yaml`,
-    /// `deployment.yaml`, `service.yaml`, optional `hpa.yaml` and `pdb.yaml`; see the
-    /// ambit-controller chart's ConfigMap). Without it, waypoints get built-in objects.
-    #[arg(long, conflicts_with = "config_dir")]
+    /// Kubernetes mode (required there): the waypoint object templates
+    /// (`serviceaccount.yaml`, `deployment.yaml`, `service.yaml`, optional `hpa.yaml` and
+    /// `pdb.yaml`; the ambit-controller chart mounts its ConfigMap). Only the templates know
+    /// the controller's Service address, the token volume and the roots mount a waypoint
+    /// needs to reach the controller.
+    #[arg(long, conflicts_with = "config_dir", required_if_eq("kube", "true"))]
     pub waypoint_template_dir: Option<PathBuf>,
     /// Kubernetes mode: the namespace of ztunnel's ServiceAccount. Default: this pod's
     /// namespace (`$POD_NAMESPACE`), else `ambit-system`.
@@ -387,20 +389,15 @@ fn kube_mode(
     pipeline: Pipeline,
 ) -> anyhow::Result<Mode> {
     // The template first: a broken one must stop the start, naming its file.
-    let deployer = match &args.waypoint_template_dir {
-        Some(dir) => {
-            let template = WaypointTemplate::load(dir)?;
-            tracing::info!(dir = %dir.display(), files = ?template.files(), "waypoint template loaded");
-            WaypointDeployer::with_template(client.clone(), template, &args.trust_domain)
-        }
-        None => WaypointDeployer::new(
-            client.clone(),
-            WaypointSettings {
-                trust_domain: args.trust_domain.clone(),
-                ..WaypointSettings::default()
-            },
-        ),
+    let Some(dir) = &args.waypoint_template_dir else {
+        bail!(
+            "Kubernetes mode needs --waypoint-template-dir (the ambit-controller chart's \
+             waypoint template ConfigMap)"
+        );
     };
+    let template = WaypointTemplate::load(dir)?;
+    tracing::info!(dir = %dir.display(), files = ?template.files(), "waypoint template loaded");
+    let deployer = WaypointDeployer::with_template(client.clone(), template, &args.trust_domain);
     let settings = AuthSettings {
         audiences: args.token_audiences.clone(),
         ztunnel_namespace: ztunnel_namespace(
@@ -483,7 +480,11 @@ mod tests {
 
     #[test]
     fn exactly_one_mode_is_required() {
-        assert!(parse(&["--kube"]).unwrap().kube);
+        assert!(
+            parse(&["--kube", "--waypoint-template-dir=/t"])
+                .unwrap()
+                .kube
+        );
         assert!(parse(&["--config-dir=/c", "--node-tokens=/t"]).is_ok());
         for (argv, expected) in [
             (&[][..], "--config-dir"),
@@ -491,6 +492,8 @@ mod tests {
             (&["--kube", "--config-dir=/c"][..], "cannot be used with"),
             // Bootstrap tokens are local mode's; Kubernetes mode uses TokenReview.
             (&["--kube", "--node-tokens=/t"][..], "--node-tokens"),
+            // Waypoints deployed without the chart's template could not reach the controller.
+            (&["--kube"][..], "--waypoint-template-dir"),
         ] {
             let error = parse(argv).unwrap_err().to_string();
             assert!(error.contains(expected), "{argv:?}: {error}");
@@ -499,11 +502,17 @@ mod tests {
 
     #[test]
     fn kubernetes_flags_default_to_the_charts_and_are_refused_in_local_mode() {
-        let args = parse(&["--kube"]).unwrap();
+        let args = parse(&["--kube", "--waypoint-template-dir=/t"]).unwrap();
         assert_eq!(args.token_audiences, ["ambit"]);
         assert_eq!(args.ztunnel_service_account, "ztunnel");
         assert_eq!(args.ztunnel_namespace, None);
-        let args = parse(&["--kube", "--token-audience=a", "--token-audience=b"]).unwrap();
+        let args = parse(&[
+            "--kube",
+            "--waypoint-template-dir=/t",
+            "--token-audience=a",
+            "--token-audience=b",
+        ])
+        .unwrap();
         assert_eq!(args.token_audiences, ["a", "b"]);
         for kube_only in [
             "--waypoint-template-dir=/t",

@@ -133,6 +133,19 @@ impl Running {
         .collect();
         argv.push(format!("--state-dir={}", state.path().display()));
         argv.push(format!("--ready-file={}", ready_file.display()));
+        // Required in Kubernetes mode: unless the test brings its own, the template's
+        // required files only, so no HPA/PDB grants are needed.
+        if !extra
+            .iter()
+            .any(|arg| arg.starts_with("--waypoint-template-dir"))
+        {
+            let template = state.path().join("template");
+            std::fs::create_dir(&template).unwrap();
+            for file in ["serviceaccount.yaml", "deployment.yaml", "service.yaml"] {
+                std::fs::copy(template_dir().join(file), template.join(file)).unwrap();
+            }
+            argv.push(format!("--waypoint-template-dir={}", template.display()));
+        }
         argv.extend(extra.iter().map(|s| (*s).to_owned()));
         let args = Args::try_parse_from(argv).unwrap();
         let shutdown = Shutdown::without_signals(Duration::from_secs(1));
