@@ -32,7 +32,9 @@ use ambit_runtime::{DrainTrigger, Shutdown};
 use ambit_telemetry::MetricsRegistry;
 use clap::Parser;
 use http::{Method, StatusCode};
-use kube_support::{MockApi, Recorded, Reply, Verb, WAIT, echo, event, fixture, list, status};
+use kube_support::{
+    MockApi, Permitted, Recorded, Reply, Verb, WAIT, echo, event, fixture, list, status,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -87,7 +89,7 @@ fn cluster(recorded: &Recorded) -> Reply {
         ),
         Verb::Watch => Reply::Hang,
         Verb::Patch => applied(recorded),
-        Verb::Post => kube_support::not_found(recorded),
+        Verb::Post | Verb::Delete => kube_support::not_found(recorded),
     }
 }
 

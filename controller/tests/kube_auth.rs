@@ -14,7 +14,7 @@ use ambit_controller::kube::{AuthSettings, PodIdentities, TokenReviewAuthenticat
 use ambit_controller::local::{collect, parse_file};
 use ambit_identity::SpiffeId;
 use http::{Method, StatusCode};
-use kube_support::{MockApi, Recorded, Reply, Verb, not_found, status};
+use kube_support::{MockApi, Permitted, Recorded, Reply, Verb, not_found, status};
 use serde_json::{Value, json};
 
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";

@@ -9,7 +9,7 @@ mod kube_support;
 use ambit_controller::kube::{WaypointDeployer, WaypointSettings};
 use ambit_controller::objects::{Resource, Resources};
 use http::{Method, StatusCode};
-use kube_support::{MockApi, Recorded, Reply, Verb, echo, fixture, status};
+use kube_support::{MockApi, Permitted, Recorded, Reply, Verb, echo, fixture, status};
 use serde_json::{Value, json};
 
 const CLUSTER_IP: &str = "10.96.7.7";

@@ -12,7 +12,7 @@ use ambit_controller::kube::{KubeSource, KubeSourceConfig};
 use ambit_controller::objects::{Kind, Resource, ResourceKey};
 use ambit_controller::{Snapshot, Source};
 use http::StatusCode;
-use kube_support::{MockApi, Reply, Verb, WAIT, event, fixture, list, status};
+use kube_support::{MockApi, Permitted, Reply, Verb, WAIT, event, fixture, list, status};
 use serde_json::json;
 
 const PODS: &str = "/api/v1/pods";

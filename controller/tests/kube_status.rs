@@ -13,7 +13,7 @@ use ambit_controller::local::{collect, parse_file};
 use ambit_controller::objects::Resources;
 use ambit_controller::translate::{MeshConfig, TranslateError, TranslateOptions, translate};
 use http::{Method, StatusCode};
-use kube_support::{MockApi, Recorded, Reply, Verb, echo, status};
+use kube_support::{MockApi, Permitted, Recorded, Reply, Verb, echo, status};
 use serde_json::{Value, json};
 
 const BOUND_STATUS: &str = "/api/v1/namespaces/shop/services/reviews/status";
